@@ -1,0 +1,27 @@
+"""Configuration from environment variables, with laptop defaults."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+MAX_IMAGE_BYTES = 10 * 1024 * 1024  # the app's help screen promises 10 MB
+MULTIPART_OVERHEAD = 64 * 1024  # boundaries and the other form fields
+
+
+def from_environment() -> dict:
+    """Flask config keys read from the environment; see README's configuration table."""
+    return {
+        "DATA_DIR": Path(os.environ.get("BRANET_DATA_DIR", REPO_ROOT / "instance")),
+        "WEIGHTS_DIR": Path(os.environ.get("BRANET_WEIGHTS_DIR", REPO_ROOT / "weights")),
+        "FIREBASE_PROJECT_ID": os.environ.get("BRANET_FIREBASE_PROJECT_ID") or None,
+        "MAX_IMAGE_BYTES": MAX_IMAGE_BYTES,
+        # Werkzeug refuses a larger body (413) from its Content-Length, before reading it.
+        "MAX_CONTENT_LENGTH": MAX_IMAGE_BYTES + MULTIPART_OVERHEAD,
+        "API_TITLE": "BraNet API",
+        "API_VERSION": "v1",
+        "OPENAPI_VERSION": "3.0.3",
+        "OPENAPI_URL_PREFIX": "/v1",
+        "OPENAPI_JSON_PATH": "openapi.json",
+        "OPENAPI_SWAGGER_UI_PATH": "docs",
+    }

@@ -1,0 +1,102 @@
+"""JSON API v1: analyses, their images and feedback."""
+from __future__ import annotations
+
+import datetime as dt
+
+from flask import Response
+from flask.views import MethodView
+
+from api.auth import current_user
+from api.errors import APIError
+from api.extensions import Blueprint
+from api.schemas import (
+    AnalysisRequestSchema,
+    AnalysisPageSchema,
+    AnalysisSchema,
+    ApiErrorSchema,
+    FeedbackRequestSchema,
+    FeedbackSchema,
+    PageArgsSchema,
+)
+from api.service import analyse_and_store, present, read_upload
+from api.store import get_store
+
+blp = Blueprint("analyses", __name__, url_prefix="/v1/analyses",
+                description="Analyses of breast images, owned by the caller")
+
+NOT_FOUND = "no such analysis for this user"
+
+
+def _owned(analysis_id: str) -> dict:
+    record = get_store().get_analysis(current_user(), analysis_id)
+    if record is None:
+        raise APIError(404, "not_found", NOT_FOUND)
+    return record
+
+
+@blp.route("")
+class Analyses(MethodView):
+    @blp.arguments(AnalysisRequestSchema, location="multipart")
+    @blp.response(201, AnalysisSchema)
+    @blp.alt_response(400, schema=ApiErrorSchema, description="invalid field or corrupt image")
+    @blp.alt_response(401, schema=ApiErrorSchema, description="missing or invalid ID token")
+    @blp.alt_response(413, schema=ApiErrorSchema, description="file over 10 MB or absurd dimensions")
+    @blp.alt_response(415, schema=ApiErrorSchema, description="not a PNG or JPEG (by content)")
+    @blp.alt_response(501, schema=ApiErrorSchema, description="ROI extraction is not available yet")
+    @blp.alt_response(503, schema=ApiErrorSchema, description="model or store unavailable")
+    def post(self, form: dict):
+        """Analyse an image: classify it and store the result."""
+        user_id = current_user()
+        data = read_upload(form["file"])
+        return present(analyse_and_store(user_id, data, form["modality"], form["extract_roi"]))
+
+    @blp.arguments(PageArgsSchema, location="query")
+    @blp.response(200, AnalysisPageSchema)
+    @blp.alt_response(401, schema=ApiErrorSchema)
+    def get(self, args: dict):
+        """The caller's history, newest first."""
+        items, total = get_store().list_analyses(current_user(), args["limit"], args["offset"])
+        return {"items": [present(r) for r in items], "total": total, **args}
+
+
+@blp.route("/<string:analysis_id>")
+class Analysis(MethodView):
+    @blp.response(200, AnalysisSchema)
+    @blp.alt_response(404, schema=ApiErrorSchema)
+    def get(self, analysis_id: str):
+        """One analysis of the caller's, with its feedback."""
+        return present(_owned(analysis_id))
+
+    @blp.response(204)
+    @blp.alt_response(404, schema=ApiErrorSchema)
+    def delete(self, analysis_id: str):
+        """Soft delete: the analysis leaves the history, as in the app."""
+        if not get_store().deactivate(current_user(), analysis_id):
+            raise APIError(404, "not_found", NOT_FOUND)
+        return None
+
+
+@blp.route("/<string:analysis_id>/feedback", methods=["POST"])
+@blp.arguments(FeedbackRequestSchema)
+@blp.response(201, FeedbackSchema)
+@blp.alt_response(404, schema=ApiErrorSchema)
+def feedback(body: dict, analysis_id: str):
+    """Record the clinician's verdict; earlier feedback is kept, never overwritten."""
+    entry = {**body, "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")}
+    stored = get_store().add_feedback(current_user(), analysis_id, entry)
+    if stored is None:
+        raise APIError(404, "not_found", NOT_FOUND)
+    return stored
+
+
+@blp.route("/<string:analysis_id>/images/<string:name>")
+@blp.doc(responses={200: {"description": "PNG image", "content": {"image/png": {}}}})
+@blp.alt_response(404, schema=ApiErrorSchema)
+def image(analysis_id: str, name: str):
+    """A stored image of the caller's analysis, served only to its owner."""
+    data = get_store().read_image(current_user(), analysis_id, name)
+    if data is None:
+        raise APIError(404, "not_found", "no such image for this user")
+    response = Response(data, mimetype="image/png")
+    response.headers["Cache-Control"] = "private, no-store"
+    return response

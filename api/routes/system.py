@@ -1,0 +1,61 @@
+"""Liveness, readiness and the loaded models."""
+from __future__ import annotations
+
+from flask import current_app
+
+from api.extensions import Blueprint
+from api.schemas import HealthSchema, ModelListSchema, ReadySchema
+from api.store import StoreError, get_store
+
+blp = Blueprint("system", __name__, url_prefix="/v1", description="Service status")
+
+LOCAL_MODE_MESSAGE = "no Firebase project configured: one local user, listening on 127.0.0.1 only"
+
+
+@blp.route("/health")
+@blp.response(200, HealthSchema)
+def health():
+    """Liveness: the process answers."""
+    mode = current_app.config["AUTH_MODE"]
+    body = {"status": "ok", "auth_mode": mode}
+    if mode == "local":
+        body["message"] = LOCAL_MODE_MESSAGE
+    return body
+
+
+@blp.route("/ready")
+@blp.response(200, ReadySchema)
+@blp.alt_response(503, schema=ReadySchema)
+def ready():
+    """Readiness: models loaded and the store writable."""
+    model_error = current_app.extensions["branet.model_error"]
+    checks = {"models": "ok" if model_error is None else model_error}
+    try:
+        get_store().check_writable()
+        checks["store"] = "ok"
+    except StoreError as error:
+        checks["store"] = str(error)
+    is_ready = all(value == "ok" for value in checks.values())
+    return {"ready": is_ready, "checks": checks}, 200 if is_ready else 503
+
+
+@blp.route("/models")
+@blp.response(200, ModelListSchema)
+def models():
+    """The loaded models, their versions, and the metrics from their model cards."""
+    analyzer = current_app.extensions["branet.analyzer"]
+    cards = analyzer.model_cards() if analyzer else []
+    return {
+        "models": [
+            {
+                "modality": card["modality"],
+                "name": card["name"],
+                "version": card["version"],
+                "classes": card["classes"],
+                "threshold": card["threshold"]["malignant"],
+                "metrics": card["metrics"],
+                "intended_use": card["intended_use"],
+            }
+            for card in cards
+        ]
+    }

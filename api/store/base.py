@@ -1,0 +1,44 @@
+"""The storage interface: records of analyses, their images, and clinicians' feedback.
+
+Records are plain JSON-able dicts shaped like the v1 analysis (`id`, `created_at` ISO 8601 UTC,
+...). Every method takes the owner's user id; an analysis is invisible to anyone else, and a
+soft-deleted analysis is invisible to everyone. Implementations: `SQLiteStore` (embedded default)
+and, for production, a Firebase one.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+
+class StoreError(Exception):
+    """The store could not complete an operation; nothing was left half-written."""
+
+
+class Store(ABC):
+    @abstractmethod
+    def save_analysis(self, owner: str, record: dict, images: dict[str, bytes]) -> None:
+        """Persist a record and its images (name -> PNG bytes) all together, or nothing."""
+
+    @abstractmethod
+    def get_analysis(self, owner: str, analysis_id: str) -> dict | None:
+        """The active record with its `feedback` list (oldest first), or None."""
+
+    @abstractmethod
+    def list_analyses(self, owner: str, limit: int, offset: int) -> tuple[list[dict], int]:
+        """A page of the owner's active records, newest first, and how many there are in all."""
+
+    @abstractmethod
+    def deactivate(self, owner: str, analysis_id: str) -> bool:
+        """Soft delete, as the app does. False when there was no such active analysis."""
+
+    @abstractmethod
+    def add_feedback(self, owner: str, analysis_id: str, feedback: dict) -> dict | None:
+        """Append feedback (never overwriting earlier feedback); returns it with its `version`."""
+
+    @abstractmethod
+    def read_image(self, owner: str, analysis_id: str, name: str) -> bytes | None:
+        """One stored image of an active analysis of the owner, or None."""
+
+    @abstractmethod
+    def check_writable(self) -> None:
+        """Raise StoreError when the store cannot take writes now (readiness probe)."""

@@ -1,0 +1,18 @@
+"""gunicorn settings: `gunicorn -c gunicorn.conf.py 'api:create_app()'`.
+
+Without a Firebase project the service is single-user and binds to loopback only; with one
+(production, e.g. App Engine) it binds to all interfaces on $PORT.
+"""
+import os
+
+_host = "0.0.0.0" if os.environ.get("BRANET_FIREBASE_PROJECT_ID") else "127.0.0.1"
+bind = f"{_host}:{os.environ.get('PORT', '8080')}"
+# One process holds the models once; threads serve concurrent requests (torch releases the GIL).
+workers = int(os.environ.get("WEB_CONCURRENCY", "1"))
+threads = int(os.environ.get("BRANET_THREADS", "4"))
+preload_app = True  # load the models before forking workers
+timeout = 120
+graceful_timeout = 30
+limit_request_line = 8190
+limit_request_fields = 100
+accesslog = "-"

@@ -1,0 +1,1 @@
+"""Models, training and evaluation for BraNet. Knows nothing of Flask or HTTP."""

@@ -1,0 +1,52 @@
+"""Model cards: the JSON file beside each weights file, and the checksum that binds them."""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from ml.errors import ModelUnavailable
+
+# The model each modality serves, by card name (weights/<name>.json).
+MODALITY_MODELS = {
+    "ultrasound": "branet-us-resnet18",
+    "mammography": "branet-mg-resnet18",
+}
+MODALITIES = tuple(MODALITY_MODELS)
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def read_card(weights_dir: Path, name: str) -> dict:
+    path = Path(weights_dir) / f"{name}.json"
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ModelUnavailable(f"model card {path} is missing") from None
+    except json.JSONDecodeError as error:
+        raise ModelUnavailable(f"model card {path} is not valid JSON: {error}") from None
+
+
+def verified_weights_path(weights_dir: Path, card: dict) -> Path:
+    """The weights file named by the card, after checking its sha256 against the card."""
+    path = Path(weights_dir) / card["weights_file"]
+    if not path.is_file():
+        raise ModelUnavailable(f"weights file {path} is missing")
+    actual = sha256_of(path)
+    if actual != card["sha256"]:
+        raise ModelUnavailable(
+            f"weights file {path} has sha256 {actual}, its card says {card['sha256']}; refusing it"
+        )
+    return path
+
+
+def write_card(weights_dir: Path, card: dict) -> Path:
+    path = Path(weights_dir) / f"{card['name']}.json"
+    path.write_text(json.dumps(card, indent=2, sort_keys=False) + "\n")
+    return path

@@ -1,0 +1,67 @@
+"""A modality's classifier at serving time: loaded once, verified, thread-safe, batch-ready."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from ml.cards import read_card, verified_weights_path
+from ml.decision import decide
+from ml.errors import ModelUnavailable
+from ml.preprocess import InputSpec, to_batch
+from ml.resnet import ARCHITECTURES
+
+
+@dataclass(frozen=True)
+class Prediction:
+    label: str
+    probabilities: dict[str, float]
+
+
+class Classifier:
+    """Wraps one trained network and its card. `predict` may be called from many threads."""
+
+    def __init__(self, card: dict, network: torch.nn.Module) -> None:
+        self.card = card
+        self.classes: list[str] = list(card["classes"])
+        self.spec = InputSpec.from_dict(card["input"])
+        self.threshold = float(card["threshold"]["malignant"])
+        self.network = network.eval()
+
+    @classmethod
+    def load(cls, weights_dir: Path, name: str) -> "Classifier":
+        card = read_card(weights_dir, name)
+        path = verified_weights_path(weights_dir, card)
+        network = ARCHITECTURES[card["architecture"]](num_classes=len(card["classes"]))
+        # weights_only: the file is read as tensors alone, never as arbitrary pickled objects.
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        network.load_state_dict({key: value.float() for key, value in state.items()})
+        return cls(card, network)
+
+    @property
+    def name(self) -> str:
+        return self.card["name"]
+
+    @property
+    def version(self) -> str:
+        return self.card["version"]
+
+    def probabilities(self, grays: Sequence[np.ndarray]) -> np.ndarray:
+        """(N, classes) softmax probabilities for grayscale images of any size."""
+        batch = to_batch(grays, self.spec)
+        with torch.inference_mode():
+            logits = self.network(batch)
+        probs = torch.softmax(logits.double(), dim=1).numpy()
+        if not np.isfinite(probs).all():
+            raise ModelUnavailable(f"model {self.name} produced non-finite output")
+        return probs
+
+    def predict(self, grays: Sequence[np.ndarray]) -> list[Prediction]:
+        predictions = []
+        for row in self.probabilities(grays):
+            probs = {name: float(p) for name, p in zip(self.classes, row)}
+            predictions.append(Prediction(label=decide(probs, self.threshold), probabilities=probs))
+        return predictions

@@ -1,0 +1,113 @@
+"""Bytes -> checked grayscale image.
+
+Type is decided by the file's content (magic bytes), never by its name. Orientation from EXIF
+is applied, every pixel mode Pillow can open (RGBA, palette, CMYK, 16-bit, ...) ends up as
+8-bit grayscale, and sizes are bounded before any pixel is decoded.
+"""
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from ml.errors import ImageTooLarge, InvalidImage, UnsupportedImageType
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+JPEG_MAGIC = b"\xff\xd8\xff"
+MAX_SIDE = 8192
+MAX_PIXELS = 40_000_000
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    """An upload after decoding: `gray` feeds the models, `png` is what gets stored."""
+
+    format: str  # "png" or "jpeg"
+    gray: np.ndarray  # (H, W) uint8
+    png: bytes  # the oriented image, colour kept, metadata dropped, losslessly re-encoded
+
+    @property
+    def width(self) -> int:
+        return int(self.gray.shape[1])
+
+    @property
+    def height(self) -> int:
+        return int(self.gray.shape[0])
+
+
+def sniff_format(data: bytes) -> str:
+    """Return "png" or "jpeg" from the magic bytes, else raise UnsupportedImageType."""
+    if data.startswith(PNG_MAGIC):
+        return "png"
+    if data.startswith(JPEG_MAGIC):
+        return "jpeg"
+    raise UnsupportedImageType("only PNG and JPEG images are accepted (checked by content)")
+
+
+def _to_gray(image: Image.Image) -> Image.Image:
+    """Any Pillow mode -> 8-bit 'L'. 16-bit and 32-bit images are rescaled by their range."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        array = np.asarray(image, dtype=np.float64)
+        low, high = float(array.min()), float(array.max())
+        scaled = (array - low) * (255.0 / (high - low)) if high > low else np.zeros_like(array)
+        return Image.fromarray(scaled.round().astype(np.uint8), mode="L")
+    if image.mode == "L":
+        return image
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
+        return Image.alpha_composite(background, rgba).convert("L")
+    return image.convert("RGB").convert("L")
+
+
+def _storable(image: Image.Image) -> Image.Image:
+    """The oriented image in a mode PNG can hold without loss of what the models used."""
+    if image.mode in ("L", "RGB", "RGBA", "LA", "I;16"):
+        return image
+    if image.mode in ("P", "PA"):
+        return image.convert("RGBA")
+    if image.mode == "CMYK":
+        return image.convert("RGB")
+    return _to_gray(image)
+
+
+def decode(data: bytes) -> DecodedImage:
+    """Decode an uploaded PNG/JPEG into a `DecodedImage`; raise an MLError when refused."""
+    if not data:
+        raise InvalidImage("the file is empty")
+    kind = sniff_format(data)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data), formats=["PNG", "JPEG"]) as opened:
+                width, height = opened.size
+                if width < 1 or height < 1:
+                    raise InvalidImage("the image has no pixels")
+                if width > MAX_SIDE or height > MAX_SIDE or width * height > MAX_PIXELS:
+                    raise ImageTooLarge(
+                        f"image is {width}x{height}; at most {MAX_SIDE} px a side and "
+                        f"{MAX_PIXELS} pixels are accepted"
+                    )
+                opened.seek(0)  # animated PNG: the first frame
+                opened.load()
+                oriented = ImageOps.exif_transpose(opened)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise ImageTooLarge(f"decompression bomb refused: {error}") from None
+    except (ImageTooLarge, InvalidImage):
+        raise
+    except (OSError, SyntaxError, ValueError, EOFError) as error:
+        raise InvalidImage(f"the {kind.upper()} file cannot be decoded: {error}") from None
+    gray = np.asarray(_to_gray(oriented), dtype=np.uint8).copy()
+    buffer = io.BytesIO()
+    _storable(oriented).save(buffer, format="PNG")
+    return DecodedImage(format=kind, gray=gray, png=buffer.getvalue())
+
+
+def encode_png(gray: np.ndarray) -> bytes:
+    """Encode an (H, W) uint8 array as PNG bytes."""
+    buffer = io.BytesIO()
+    Image.fromarray(gray, mode="L").save(buffer, format="PNG")
+    return buffer.getvalue()
