@@ -11,6 +11,7 @@ import torch
 from ml.cards import read_card, verified_weights_path
 from ml.decision import decide
 from ml.errors import ModelUnavailable
+from ml.inference import tta_logits
 from ml.preprocess import InputSpec, to_batch
 from ml.resnet import ARCHITECTURES
 
@@ -29,6 +30,7 @@ class Classifier:
         self.classes: list[str] = list(card["classes"])
         self.spec = InputSpec.from_dict(card["input"])
         self.threshold = float(card["threshold"]["malignant"])
+        self.temperature = float(card["calibration"]["temperature"])
         self.network = network.eval()
 
     @classmethod
@@ -50,11 +52,9 @@ class Classifier:
         return self.card["version"]
 
     def probabilities(self, grays: Sequence[np.ndarray]) -> np.ndarray:
-        """(N, classes) softmax probabilities for grayscale images of any size."""
-        batch = to_batch(grays, self.spec)
-        with torch.inference_mode():
-            logits = self.network(batch)
-        probs = torch.softmax(logits.double(), dim=1).numpy()
+        """(N, classes) calibrated probabilities for grayscale images of any size."""
+        logits = tta_logits(self.network, to_batch(grays, self.spec))
+        probs = torch.softmax(logits.double() / self.temperature, dim=1).numpy()
         if not np.isfinite(probs).all():
             raise ModelUnavailable(f"model {self.name} produced non-finite output")
         return probs

@@ -6,11 +6,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import Image, ImageDraw
 
 from ml.images import decode
 
 # Which data sets train which modality's model.
 MODALITY_SETS = {"ultrasound": ("busbra", "busi"), "mammography": ("mias",)}
+
+
+@dataclass(frozen=True)
+class Circle:
+    x: float
+    y: float
+    radius: float
 
 
 @dataclass(frozen=True)
@@ -20,6 +28,24 @@ class Sample:
     group: str  # one woman / near-duplicate frames; never split across folds
     dataset: str
     excluded: bool = False  # e.g. BUSI images whose group carries conflicting labels
+    masks: tuple[Path, ...] = ()  # lesion outlines (ultrasound)
+    circles: tuple[Circle, ...] = ()  # lesion circles (mini-MIAS)
+
+    @property
+    def has_outline(self) -> bool:
+        """Whether the lesion area is known: drawn, circled, or known to be empty (normal)."""
+        return bool(self.masks or self.circles) or self.label == "normal"
+
+
+def _circles(field: str) -> tuple[Circle, ...]:
+    """mini-MIAS `CLASS:severity:x,y,r;...`; calcification clusters without a circle are skipped."""
+    circles = []
+    for lesion in filter(None, (field or "").split(";")):
+        parts = lesion.split(":")
+        if len(parts) == 3 and parts[2]:
+            x, y, radius = (float(v) for v in parts[2].split(","))
+            circles.append(Circle(x, y, radius))
+    return tuple(circles)
 
 
 def read_folder(folder: Path) -> list[Sample]:
@@ -36,6 +62,8 @@ def read_folder(folder: Path) -> list[Sample]:
                     group=f"{folder.name}:{group}",
                     dataset=folder.name,
                     excluded=row.get("label_conflict", "0") == "1",
+                    masks=tuple(folder / m for m in filter(None, (row.get("masks") or "").split(";"))),
+                    circles=_circles(row.get("lesions", "")),
                 )
             )
     return samples
@@ -44,3 +72,15 @@ def read_folder(folder: Path) -> list[Sample]:
 def load_gray(path: Path) -> np.ndarray:
     """Read a training image exactly as the service decodes an upload."""
     return decode(Path(path).read_bytes()).gray
+
+
+def lesion_mask(sample: Sample, shape: tuple[int, int]) -> np.ndarray:
+    """(H, W) uint8 mask, 255 inside any lesion outline or circle of the sample, else 0."""
+    mask = Image.new("L", (shape[1], shape[0]), 0)
+    for path in sample.masks:
+        with Image.open(path) as outline:
+            mask.paste(255, mask=outline.convert("L").resize(mask.size, Image.Resampling.NEAREST))
+    draw = ImageDraw.Draw(mask)
+    for c in sample.circles:
+        draw.ellipse((c.x - c.radius, c.y - c.radius, c.x + c.radius, c.y + c.radius), fill=255)
+    return np.asarray(mask, dtype=np.uint8)

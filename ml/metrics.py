@@ -33,6 +33,7 @@ def report(labels: Sequence[str], probs: np.ndarray, classes: Sequence[str], thr
         [decide(dict(zip(classes, row)), threshold) for row in probs], dtype=object
     )
     flagged = predicted == MALIGNANT
+    benign_or_malignant = np.isin(labels, ["benign", MALIGNANT])
     auc_lesion = None
     if NORMAL in classes and (labels == NORMAL).any():
         auc_lesion = _auc(labels != NORMAL, 1.0 - probs[:, classes.index(NORMAL)])
@@ -40,6 +41,7 @@ def report(labels: Sequence[str], probs: np.ndarray, classes: Sequence[str], thr
     return {
         "n": int(len(labels)),
         "auc_malignant": _auc(is_malignant, p_malignant),
+        "auc_malignant_vs_benign": _auc(is_malignant[benign_or_malignant], p_malignant[benign_or_malignant]),
         "auc_lesion": auc_lesion,
         "accuracy": round(float((predicted == labels).mean()), 4),
         "sensitivity": round(float((flagged & is_malignant).sum() / positives), 4) if positives else None,
@@ -49,4 +51,38 @@ def report(labels: Sequence[str], probs: np.ndarray, classes: Sequence[str], thr
             "classes": classes,
             "matrix": confusion_matrix(labels, predicted.astype(str), labels=classes).tolist(),
         },
+    }
+
+
+def _binary_stats(is_malignant: np.ndarray, p_malignant: np.ndarray, threshold: float) -> dict:
+    flagged = p_malignant >= threshold
+    positives, negatives = is_malignant.sum(), (~is_malignant).sum()
+    return {
+        "auc_malignant": roc_auc_score(is_malignant, p_malignant) if 0 < positives < len(is_malignant) else np.nan,
+        "sensitivity": (flagged & is_malignant).sum() / positives if positives else np.nan,
+        "specificity": (~flagged & ~is_malignant).sum() / negatives if negatives else np.nan,
+    }
+
+
+def bootstrap_intervals(
+    labels: Sequence[str], p_malignant: np.ndarray, groups: Sequence[str], threshold: float,
+    resamples: int = 1000, seed: int = 0,
+) -> dict:
+    """95% percentile intervals for AUC, sensitivity and specificity (malignant vs the rest).
+
+    Whole groups (a woman, or near-duplicate frames) are resampled, not single images, so that
+    correlated images do not narrow the interval.
+    """
+    is_malignant = np.asarray(labels) == MALIGNANT
+    _, inverse = np.unique(np.asarray(groups), return_inverse=True)
+    members = [np.flatnonzero(inverse == g) for g in range(inverse.max() + 1)]
+    rng = np.random.default_rng(seed)
+    draws: dict[str, list[float]] = {"auc_malignant": [], "sensitivity": [], "specificity": []}
+    for _ in range(resamples):
+        picked = np.concatenate([members[g] for g in rng.integers(0, len(members), len(members))])
+        for name, value in _binary_stats(is_malignant[picked], p_malignant[picked], threshold).items():
+            draws[name].append(value)
+    return {
+        name: [round(float(np.nanpercentile(values, 2.5)), 4), round(float(np.nanpercentile(values, 97.5)), 4)]
+        for name, values in draws.items()
     }
