@@ -11,6 +11,7 @@ import logging
 import firebase_admin
 from firebase_admin import auth as firebase_auth
 from flask import Flask, current_app, g, request
+from google.auth.exceptions import DefaultCredentialsError
 
 from api.errors import APIError
 
@@ -51,7 +52,8 @@ def current_user() -> str:
         claims = firebase_auth.verify_id_token(
             token.strip(), app=current_app.extensions["branet.firebase_app"], check_revoked=True
         )
-    except firebase_auth.CertificateFetchError:
+    except (firebase_auth.CertificateFetchError, DefaultCredentialsError) as error:
+        log.error("ID tokens cannot be verified: %s", type(error).__name__)
         raise APIError(503, "auth_unavailable", "ID tokens cannot be verified right now") from None
     except (ValueError, firebase_auth.InvalidIdTokenError, firebase_auth.UserDisabledError,
             firebase_auth.UserNotFoundError) as error:

@@ -33,12 +33,22 @@ ML_STATUS = {
 }
 
 # The existing app's route answers in its own envelope with the codes it knows.
+# The app alerts on the first two; any other code shows its generic error.
 LEGACY_CODES = {
     "unsupported_media_type": "NO FILE ALLOWED",
+    "invalid_image": "NO FILE ALLOWED",
     "missing_file": "NO DATA UPLOAD",
     "unauthorized": "NO TOKEN ID VERIFIED",
     "feature_unavailable": "ROI EXTRACTION UNAVAILABLE",
+    "payload_too_large": "FILE TOO LARGE",
+    "image_too_large": "FILE TOO LARGE",
+    "unsupported_modality": "MODALITY NOT SUPPORTED",
+    "validation_error": "INVALID REQUEST",
+    "model_unavailable": "ANALYSIS FAILED",
+    "store_unavailable": "ANALYSIS NOT STORED",
 }
+# Codes for HTTP errors raised by Flask/Werkzeug where their own names read poorly.
+HTTP_CODES = {413: "payload_too_large"}
 
 
 class APIError(Exception):
@@ -51,7 +61,8 @@ class APIError(Exception):
 
 def error_response(status: int, code: str, message: str, details: dict | None = None) -> Response:
     if request.blueprint == "legacy":
-        body = {"result": "ERROR", "aditionalInfo": LEGACY_CODES.get(code, code.upper()), "idResult": None}
+        info = LEGACY_CODES.get(code, code.upper().replace("_", " "))
+        body = {"result": "ERROR", "aditionalInfo": info, "idResult": None}
     else:
         body = {"error": {"code": code, "message": message}}
         if details:
@@ -62,7 +73,7 @@ def error_response(status: int, code: str, message: str, details: dict | None = 
 
 
 def _http_code(error: HTTPException) -> str:
-    return (error.name or "error").lower().replace(" ", "_")
+    return HTTP_CODES.get(error.code, (error.name or "error").lower().replace(" ", "_"))
 
 
 def handle_http(error: HTTPException) -> Response:

@@ -2,24 +2,21 @@
 from __future__ import annotations
 
 import numpy as np
-import torch
+from scipy.optimize import minimize_scalar
 
 
-def fit_temperature(logits: np.ndarray, targets: np.ndarray) -> float:
-    """The T > 0 minimising the negative log-likelihood of softmax(logits / T)."""
-    logits_t = torch.as_tensor(logits, dtype=torch.float64)
-    targets_t = torch.as_tensor(targets, dtype=torch.long)
-    log_t = torch.zeros(1, dtype=torch.float64, requires_grad=True)
-    optimiser = torch.optim.LBFGS([log_t], lr=0.1, max_iter=200)
+def fit_temperature(logits: np.ndarray, targets: np.ndarray, bounds: tuple[float, float] = (0.05, 20.0)) -> float:
+    """The T within `bounds` minimising the negative log-likelihood of softmax(logits / T).
 
-    def closure():
-        optimiser.zero_grad()
-        loss = torch.nn.functional.cross_entropy(logits_t / log_t.exp(), targets_t)
-        loss.backward()
-        return loss
+    Bounded, because a weak model's logits can pull an unbounded fit towards 0 or infinity.
+    """
+    rows = np.arange(len(targets))
 
-    optimiser.step(closure)
-    return float(log_t.detach().exp())
+    def nll(log_t: float) -> float:
+        return float(-np.log(softmax(logits, np.exp(log_t))[rows, targets] + 1e-12).mean())
+
+    result = minimize_scalar(nll, bounds=np.log(bounds), method="bounded")
+    return float(np.exp(result.x))
 
 
 def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:

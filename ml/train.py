@@ -281,13 +281,18 @@ def main(argv: list[str] | None = None) -> None:
     write_model(args, network, data, metrics)
 
 
+def compact_state(network: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The state dict in half precision, except tensors (e.g. BatchNorm variances) beyond its range."""
+    fits = lambda t: t.is_floating_point() and t.abs().max() < torch.finfo(torch.float16).max / 2
+    return {k: v.half() if fits(v) else v for k, v in network.state_dict().items()}
+
+
 def write_model(args: argparse.Namespace, network: torch.nn.Module, data: TrainingData, metrics: dict) -> None:
     """Ship the network in half precision beside a card with the cross-validated metrics."""
     name = MODALITY_MODELS[args.modality]
     args.weights_dir.mkdir(parents=True, exist_ok=True)
     weights_path = args.weights_dir / f"{name}.pt"
-    state = {k: v.half() if v.is_floating_point() else v for k, v in network.state_dict().items()}
-    torch.save(state, weights_path)
+    torch.save(compact_state(network), weights_path)
     datasets = sorted({s.dataset for s in data.samples})
     card = {
         "name": name,

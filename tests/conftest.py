@@ -1,0 +1,64 @@
+"""Fixtures: an app built by the factory on a temporary data folder, and real images."""
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from api import create_app
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _shared_data() -> Path:
+    for candidate in (os.environ.get("BRANET_SHARED_DATA"), REPO.parent / "shared" / "data", "/work/shared/data"):
+        if candidate and (Path(candidate) / "busbra" / "labels.csv").exists():
+            return Path(candidate)
+    raise RuntimeError("the data sets are not found: set BRANET_SHARED_DATA to the shared/data folder")
+
+
+SHARED_DATA = _shared_data()
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def busbra_png() -> bytes:
+    return (SHARED_DATA / "busbra" / "images" / "bus_0002-l.png").read_bytes()
+
+
+@pytest.fixture(scope="session")
+def mias_png() -> bytes:
+    return (SHARED_DATA / "mias" / "images" / "mdb001.png").read_bytes()
+
+
+@pytest.fixture
+def app(tmp_path):
+    return create_app({"TESTING": True, "DATA_DIR": tmp_path / "data"})
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+def png_bytes(array: np.ndarray, mode: str | None = None, **save_args) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array, mode=mode).save(buffer, format="PNG", **save_args)
+    return buffer.getvalue()
+
+
+def upload(client, data: bytes, modality: str = "ultrasound", filename: str = "image.png", **fields):
+    form = {"modality": modality, "file": (io.BytesIO(data), filename), **fields}
+    return client.post("/v1/analyses", data=form, content_type="multipart/form-data")
+
+
+def record_count(client) -> int:
+    return client.get("/v1/analyses").get_json()["total"]

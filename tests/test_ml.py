@@ -1,0 +1,103 @@
+"""The models package on its own: classifier, evaluation and training command lines."""
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from api.config import REPO_ROOT, from_environment
+from ml.cards import sha256_of
+from ml.classifier import Classifier
+from ml.datasets import load_gray
+
+WEIGHTS = from_environment()["WEIGHTS_DIR"]
+
+
+@pytest.fixture(scope="module")
+def classifier():
+    return Classifier.load(WEIGHTS, "branet-us-resnet18")
+
+
+@pytest.fixture(scope="module")
+def grays(shared_data):
+    names = ["bus_0002-l.png", "bus_0003-l.png", "bus_0005-r.png"]
+    return [load_gray(shared_data / "busbra" / "images" / n) for n in names]
+
+
+def test_probabilities_are_a_distribution(classifier, grays):
+    probs = classifier.probabilities(grays)
+    assert probs.shape == (3, 3)
+    assert np.allclose(probs.sum(axis=1), 1.0) and (probs >= 0).all()
+
+
+def test_a_batch_gives_the_same_answers_as_single_images(classifier, grays):
+    batch = classifier.probabilities(grays)
+    singles = np.concatenate([classifier.probabilities([g]) for g in grays])
+    assert np.allclose(batch, singles, atol=1e-5)
+
+
+def test_concurrent_calls_from_threads_agree(classifier, grays):
+    expected = classifier.probabilities(grays)
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(lambda _: classifier.probabilities(grays), range(8)))
+    for result in results:
+        assert np.allclose(result, expected, atol=1e-5)
+
+
+def run_module(*args: str, cwd: Path = REPO_ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", *args], cwd=cwd, capture_output=True, text=True, timeout=600)
+
+
+def test_evaluate_prints_the_metrics_json(tmp_path, shared_data):
+    folder = tmp_path / "busi_subset"
+    shutil.copytree(shared_data / "busi", folder, ignore=shutil.ignore_patterns("*mask*"))
+    with open(shared_data / "busi" / "labels.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    chosen = [r for label in ("normal", "benign", "malignant") for r in rows if r["label"] == label][:0]
+    for label in ("normal", "benign", "malignant"):
+        chosen += [r for r in rows if r["label"] == label][:4]
+    with open(folder / "labels.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=rows[0].keys())
+        writer.writeheader()
+        writer.writerows(chosen)
+    result = run_module("ml.evaluate", "classify", "--modality", "ultrasound", "--weights-dir", str(WEIGHTS),
+                        str(folder))
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["n"] == 12
+    for key in ("auc_malignant", "auc_lesion", "accuracy", "sensitivity", "specificity"):
+        assert 0.0 <= report[key] <= 1.0
+    matrix = np.array(report["confusion"]["matrix"])
+    assert matrix.sum() == 12 and matrix.sum(axis=1).tolist() == [4, 4, 4]
+
+
+def test_training_writes_a_loadable_model_and_resumes(tmp_path, shared_data):
+    data_root = tmp_path / "data"
+    (data_root / "mias").mkdir(parents=True)
+    (data_root / "mias" / "images").symlink_to(shared_data / "mias" / "images")
+    with open(shared_data / "mias" / "labels.csv") as source, open(data_root / "mias" / "labels.csv", "w") as target:
+        target.writelines(source.readlines()[:41])
+    command = ["ml.train", "--modality", "mammography", "--data-root", str(data_root), "--folds", "2",
+               "--epochs", "1", "--size", "32", "--batch-size", "8", "--run-dir", str(tmp_path / "run"),
+               "--weights-dir", str(tmp_path / "weights")]
+    first = run_module(*command)
+    assert first.returncode == 0, first.stderr
+    card = json.loads((tmp_path / "weights" / "branet-mg-resnet18.json").read_text())
+    assert card["sha256"] == sha256_of(tmp_path / "weights" / card["weights_file"])
+    assert card["training"]["from_scratch"] is True and "mias" in card["data"]
+    assert "research use only" in card["data"]["mias"]
+    assert set(card["metrics"]["pooled"]["ci95"]) == {"auc_malignant", "sensitivity", "specificity"}
+    model = Classifier.load(tmp_path / "weights", "branet-mg-resnet18")
+    assert model.probabilities([np.zeros((64, 64), dtype=np.uint8)]).shape == (1, 3)
+
+    second = run_module(*command)
+    assert second.returncode == 0, second.stderr
+    assert "full: resuming after epoch 1" in second.stderr
+    assert "fold0 epoch" not in second.stderr  # finished folds are not trained again

@@ -1,0 +1,98 @@
+"""The store contract, run against the embedded SQLite store."""
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from api.store import SQLiteStore, StoreError
+
+
+@pytest.fixture
+def store(tmp_path):
+    return SQLiteStore(tmp_path)
+
+
+def record(created_at: str = "2026-01-01T00:00:00.000+00:00", **fields) -> dict:
+    return {"id": str(uuid.uuid4()), "created_at": created_at, "images": ["original.png"], **fields}
+
+
+def test_saved_analysis_reads_back_with_its_image(store):
+    saved = record(label="benign")
+    store.save_analysis("alice", saved, {"original.png": b"png-bytes"})
+    assert store.get_analysis("alice", saved["id"]) == {**saved, "feedback": []}
+    assert store.read_image("alice", saved["id"], "original.png") == b"png-bytes"
+
+
+def test_owners_never_see_each_others_analyses(store):
+    saved = record()
+    store.save_analysis("alice", saved, {"original.png": b"x"})
+    assert store.get_analysis("bob", saved["id"]) is None
+    assert store.read_image("bob", saved["id"], "original.png") is None
+    assert store.list_analyses("bob", 10, 0) == ([], 0)
+    assert store.deactivate("bob", saved["id"]) is False
+    assert store.add_feedback("bob", saved["id"], {"label": "benign"}) is None
+    assert store.get_analysis("alice", saved["id"]) is not None
+
+
+def test_history_is_newest_first_and_paged(store):
+    saved = [record(f"2026-01-0{day}T00:00:00.000+00:00") for day in (1, 3, 2)]
+    for item in saved:
+        store.save_analysis("alice", item, {"original.png": b"x"})
+    items, total = store.list_analyses("alice", 2, 0)
+    assert total == 3
+    assert [i["created_at"][:10] for i in items] == ["2026-01-03", "2026-01-02"]
+    assert [i["created_at"][:10] for i in store.list_analyses("alice", 2, 2)[0]] == ["2026-01-01"]
+
+
+def test_deactivated_analysis_is_gone_from_every_read(store):
+    saved = record()
+    store.save_analysis("alice", saved, {"original.png": b"x"})
+    assert store.deactivate("alice", saved["id"]) is True
+    assert store.get_analysis("alice", saved["id"]) is None
+    assert store.read_image("alice", saved["id"], "original.png") is None
+    assert store.list_analyses("alice", 10, 0) == ([], 0)
+    assert store.deactivate("alice", saved["id"]) is False
+
+
+def test_feedback_versions_count_up(store):
+    saved = record()
+    store.save_analysis("alice", saved, {"original.png": b"x"})
+    versions = [store.add_feedback("alice", saved["id"], {"label": l})["version"] for l in ("benign", "malignant")]
+    assert versions == [1, 2]
+    assert [f["label"] for f in store.get_analysis("alice", saved["id"])["feedback"]] == ["benign", "malignant"]
+
+
+def test_only_listed_images_are_served(store):
+    saved = record()
+    store.save_analysis("alice", saved, {"original.png": b"x"})
+    assert store.read_image("alice", saved["id"], "../branet.sqlite3") is None
+
+
+def test_a_failed_save_leaves_nothing_behind(store, tmp_path):
+    first = record()
+    store.save_analysis("alice", first, {"original.png": b"x"})
+    clash = {**record(), "id": first["id"]}  # the record insert fails: duplicate primary key
+    with pytest.raises(StoreError):
+        store.save_analysis("alice", clash, {"original.png": b"y"})
+    assert store.list_analyses("alice", 10, 0)[1] == 1
+    assert store.read_image("alice", first["id"], "original.png") in (b"x", None)
+    leftovers = [p for p in (tmp_path / "images").iterdir() if p.name.startswith(".staging")]
+    assert leftovers == []
+
+
+def test_a_failed_image_write_stores_no_record(store, tmp_path):
+    saved = record()
+    with pytest.raises(StoreError):
+        store.save_analysis("alice", saved, {"sub/dir/original.png": b"x"})  # cannot be written
+    assert store.get_analysis("alice", saved["id"]) is None
+    assert [p for p in (tmp_path / "images").iterdir()] == []
+
+
+def test_writable_check_fails_when_the_image_folder_is_gone(tmp_path):
+    store = SQLiteStore(tmp_path)
+    store.check_writable()
+    (tmp_path / "images").rmdir()
+    (tmp_path / "images").write_text("not a folder")  # root ignores permissions; this it cannot
+    with pytest.raises(StoreError):
+        store.check_writable()
