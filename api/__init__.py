@@ -5,7 +5,7 @@ import logging
 
 from flask import Flask
 
-from api import auth, errors, extensions, models, store
+from api import auth, cli, errors, extensions, models, observability, store
 from api.config import from_environment
 from api.routes import analyses, legacy, system
 
@@ -17,6 +17,7 @@ def create_app(config: dict | None = None) -> Flask:
     app.config.update(config or {})
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
+    observability.init_app(app)  # first, so that its request timing wraps every other hook
     openapi = extensions.init_app(app)
     errors.init_app(app)  # after the OpenAPI extension, so that its JSON errors take over
     auth.init_app(app)
@@ -24,4 +25,5 @@ def create_app(config: dict | None = None) -> Flask:
     models.init_app(app)
     for module in (analyses, legacy, system):
         openapi.register_blueprint(module.blp)
+    app.cli.add_command(cli.weights)
     return app

@@ -15,6 +15,10 @@ def from_environment() -> dict:
         "DATA_DIR": Path(os.environ.get("BRANET_DATA_DIR", REPO_ROOT / "instance")),
         "WEIGHTS_DIR": Path(os.environ.get("BRANET_WEIGHTS_DIR", REPO_ROOT / "weights")),
         "FIREBASE_PROJECT_ID": os.environ.get("BRANET_FIREBASE_PROJECT_ID") or None,
+        # Per user, on the analysis-creating endpoints only (see api/extensions.py).
+        "RATE_LIMIT": os.environ.get("BRANET_RATE_LIMIT", "60 per minute"),
+        # memory:// counts per process; use a shared redis:// or memcached:// URI with several workers.
+        "RATE_LIMIT_STORAGE": os.environ.get("BRANET_RATE_LIMIT_STORAGE", "memory://"),
         "MAX_IMAGE_BYTES": MAX_IMAGE_BYTES,
         # Werkzeug refuses a larger body (413) from its Content-Length, before reading it.
         "MAX_CONTENT_LENGTH": MAX_IMAGE_BYTES + MULTIPART_OVERHEAD,

@@ -10,6 +10,7 @@ import logging
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
+from api.observability import count_error
 from api.store import StoreError
 from ml.errors import (
     FeatureUnavailable,
@@ -60,6 +61,7 @@ class APIError(Exception):
 
 
 def error_response(status: int, code: str, message: str, details: dict | None = None) -> Response:
+    count_error(code)
     if request.blueprint == "legacy":
         info = LEGACY_CODES.get(code, code.upper().replace("_", " "))
         body = {"result": "ERROR", "aditionalInfo": info, "idResult": None}

@@ -2,15 +2,22 @@
 from __future__ import annotations
 
 import swagger_ui_bundle
-from flask import Flask, send_from_directory
+from flask import Flask, request, send_from_directory
 from flask_cors import CORS
+from flask_limiter import Limiter
+from flask_limiter.util import get_remote_address
 from flask_smorest import Api
 from flask_smorest import Blueprint as SmorestBlueprint
 from webargs.flaskparser import FlaskParser
 from webargs.multidictproxy import MultiDictProxy
 from werkzeug.datastructures import CombinedMultiDict
 
+from api.auth import current_user
+from api.errors import APIError
+
 SWAGGER_ASSETS = "/v1/docs/assets/"
+# Only the requests that run an analysis are rate limited: POST /v1/analyses and the app's route.
+RATE_LIMITED_ENDPOINTS = frozenset({"analyses.Analyses", "legacy.evaluate_image"})
 
 
 class ArgumentsParser(FlaskParser):
@@ -42,6 +49,21 @@ class OpenAPI(Api):
     DEFAULT_ERROR_RESPONSE_NAME = None
 
 
+def rate_limit_key() -> str:
+    """The caller's user id; the client address when the caller is not authenticated.
+
+    Refused callers share their address's budget and are then refused by the route itself (401).
+    """
+    try:
+        return f"user:{current_user()}"
+    except APIError:
+        return f"addr:{get_remote_address()}"
+
+
+def _not_rate_limited() -> bool:
+    return not (request.method == "POST" and request.endpoint in RATE_LIMITED_ENDPOINTS)
+
+
 def init_app(app: Flask) -> OpenAPI:
     """Set up the extensions; returns the OpenAPI extension, which registers the blueprints."""
     app.config.setdefault("OPENAPI_SWAGGER_UI_URL", SWAGGER_ASSETS)
@@ -49,6 +71,16 @@ def init_app(app: Flask) -> OpenAPI:
     origins = app.config.get("CORS_ORIGINS") or []
     if origins:
         CORS(app, origins=origins, supports_credentials=False)
+    # A refusal is a RateLimitExceeded (429) rendered as JSON by api.errors; headers_enabled
+    # adds Retry-After (and X-RateLimit-*) to the responses of the limited endpoints.
+    Limiter(
+        rate_limit_key,
+        app=app,
+        default_limits=[app.config["RATE_LIMIT"]],
+        default_limits_exempt_when=_not_rate_limited,
+        storage_uri=app.config["RATE_LIMIT_STORAGE"],
+        headers_enabled=True,
+    )
 
     @app.get(f"{SWAGGER_ASSETS}<path:filename>")
     def swagger_assets(filename: str):

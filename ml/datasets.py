@@ -7,11 +7,13 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
+from sklearn.model_selection import StratifiedGroupKFold
 
 from ml.images import decode
 
-# Which data sets train which modality's model.
+# Which data sets train which modality's model, and the classes every model predicts.
 MODALITY_SETS = {"ultrasound": ("busbra", "busi"), "mammography": ("mias",)}
+CLASSES = ["normal", "benign", "malignant"]
 
 
 @dataclass(frozen=True)
@@ -84,3 +86,17 @@ def lesion_mask(sample: Sample, shape: tuple[int, int]) -> np.ndarray:
     for c in sample.circles:
         draw.ellipse((c.x - c.radius, c.y - c.radius, c.x + c.radius, c.y + c.radius), fill=255)
     return np.asarray(mask, dtype=np.uint8)
+
+
+def load_samples(data_root: Path, modality: str) -> list[Sample]:
+    samples = []
+    for name in MODALITY_SETS[modality]:
+        samples += [s for s in read_folder(data_root / name) if not s.excluded]
+    return [s for s in samples if s.label in CLASSES]
+
+
+def grouped_folds(samples: list[Sample], folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(train, held-out) index pairs; a group never appears on both sides of one pair."""
+    splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+    strata = [f"{s.dataset}:{s.label}" for s in samples]
+    return list(splitter.split(np.zeros(len(samples)), strata, [s.group for s in samples]))

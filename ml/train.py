@@ -25,20 +25,18 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.model_selection import StratifiedGroupKFold
 from tqdm import tqdm
 
 from ml.augment import augment
 from ml.calibration import expected_calibration_error, fit_temperature, softmax
 from ml.cards import MODALITIES, MODALITY_MODELS, sha256_of, write_card
-from ml.datasets import MODALITY_SETS, Sample, lesion_mask, load_gray, read_folder
+from ml.datasets import CLASSES, Sample, grouped_folds, lesion_mask, load_gray, load_samples
 from ml.inference import tta_logits
 from ml.metrics import bootstrap_intervals, report, screening_threshold
 from ml.multitask import ClassifierWithLocalisation
 from ml.preprocess import InputSpec, letterbox, normalise
 from ml.resnet import ARCHITECTURES
 
-CLASSES = ["normal", "benign", "malignant"]
 SCREENING_SENSITIVITY = 0.95
 LICENCES = {
     "busbra": "BUS-BRA dataset licence (permissive, MIT-style); cite Gomez-Flores et al., "
@@ -101,20 +99,6 @@ class TrainingData:
     @property
     def groups(self) -> np.ndarray:
         return np.array([s.group for s in self.samples])
-
-
-def load_samples(data_root: Path, modality: str) -> list[Sample]:
-    samples = []
-    for name in MODALITY_SETS[modality]:
-        samples += [s for s in read_folder(data_root / name) if not s.excluded]
-    return [s for s in samples if s.label in CLASSES]
-
-
-def grouped_folds(samples: list[Sample], folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(train, held-out) index pairs; a group never appears on both sides of one pair."""
-    splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
-    strata = [f"{s.dataset}:{s.label}" for s in samples]
-    return list(splitter.split(np.zeros(len(samples)), strata, [s.group for s in samples]))
 
 
 def predict_logits(network: torch.nn.Module, pixels: torch.Tensor, spec: InputSpec) -> np.ndarray:

@@ -1,0 +1,63 @@
+"""Builders for every segmenter the service can run, keyed by name like `sam_model_registry`.
+
+`branet_sam_small` is our own model, trained here; `vit_b`, `vit_l` and `vit_h` are the official
+Segment Anything architectures, for checkpoints an operator places in `weights/`. All of them are
+`segment_anything.modeling.Sam` instances and run through `SamPredictor`.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from segment_anything import sam_model_registry
+from segment_anything.modeling import MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
+
+from ml.errors import ModelUnavailable
+from ml.segmenter.encoder import ResNetImageEncoder
+
+# Gray images are replicated to three channels; this normalisation matches the classifier's.
+GRAY_MEAN, GRAY_STD = [127.5] * 3, [63.75] * 3
+
+
+def build_branet_sam_small(img_size: int = 256, embed_dim: int = 128) -> Sam:
+    """SAM's prompt encoder and mask decoder, narrowed, on a small convolutional encoder."""
+    embedding_size = img_size // 16
+    return Sam(
+        image_encoder=ResNetImageEncoder(img_size=img_size, embed_dim=embed_dim),
+        prompt_encoder=PromptEncoder(
+            embed_dim=embed_dim,
+            image_embedding_size=(embedding_size, embedding_size),
+            input_image_size=(img_size, img_size),
+            mask_in_chans=16,
+        ),
+        mask_decoder=MaskDecoder(
+            num_multimask_outputs=3,
+            transformer=TwoWayTransformer(depth=2, embedding_dim=embed_dim, mlp_dim=512, num_heads=4),
+            transformer_dim=embed_dim,
+            iou_head_depth=3,
+            iou_head_hidden_dim=128,
+        ),
+        pixel_mean=GRAY_MEAN,
+        pixel_std=GRAY_STD,
+    )
+
+
+SEGMENTER_BUILDERS = {
+    "branet_sam_small": build_branet_sam_small,
+    "vit_b": lambda: sam_model_registry["vit_b"](checkpoint=None),
+    "vit_l": lambda: sam_model_registry["vit_l"](checkpoint=None),
+    "vit_h": lambda: sam_model_registry["vit_h"](checkpoint=None),
+}
+
+
+def load_segmenter(architecture: str, weights_path: Path) -> Sam:
+    """Build `architecture` and load a state dict (tensors only: never arbitrary pickled objects)."""
+    if architecture not in SEGMENTER_BUILDERS:
+        raise ModelUnavailable(f"unknown segmenter architecture {architecture!r}")
+    model = SEGMENTER_BUILDERS[architecture]()
+    try:
+        state = torch.load(weights_path, map_location="cpu", weights_only=True)
+        model.load_state_dict({k: v.float() for k, v in state.items()})
+    except (OSError, RuntimeError, KeyError) as error:
+        raise ModelUnavailable(f"segmenter weights {weights_path} do not load: {error}") from None
+    return model.eval()

@@ -1,0 +1,54 @@
+"""Images and lesion label maps prepared exactly as `SamPredictor` prepares an image."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from scipy import ndimage
+from segment_anything.utils.transforms import ResizeLongestSide
+from tqdm import tqdm
+
+from ml.datasets import Sample, lesion_mask, load_gray
+
+
+@dataclass
+class PreparedImage:
+    pixels: np.ndarray  # (h, w) uint8, long side == img_size, as SamPredictor resizes
+    lesions: np.ndarray  # (h, w) int32 connected-component labels of the lesion mask, 0 = none
+
+
+def resize_for_sam(gray: np.ndarray, img_size: int) -> np.ndarray:
+    """The grayscale image resized by segment_anything's own transform (long side = img_size)."""
+    return ResizeLongestSide(img_size).apply_image(np.repeat(gray[:, :, None], 3, axis=2))[:, :, 0]
+
+
+def prepare(samples: list[Sample], img_size: int) -> list[PreparedImage]:
+    prepared = []
+    for sample in tqdm(samples, desc="prepare"):
+        gray = load_gray(sample.path)
+        pixels = resize_for_sam(gray, img_size)
+        mask = np.asarray(
+            torch.nn.functional.interpolate(
+                torch.from_numpy(lesion_mask(sample, gray.shape)[None, None].copy()).float(),
+                size=pixels.shape, mode="nearest",
+            )[0, 0] > 127
+        )
+        lesions, _ = ndimage.label(mask)
+        prepared.append(PreparedImage(pixels=pixels, lesions=lesions.astype(np.int32)))
+    return prepared
+
+
+def lesion_boxes(lesions: np.ndarray) -> list[np.ndarray]:
+    """XYXY boxes (pixel edges) of each labelled lesion."""
+    boxes = []
+    for rows, cols in ndimage.find_objects(lesions):
+        boxes.append(np.array([cols.start, rows.start, cols.stop - 1, rows.stop - 1], dtype=np.float32))
+    return boxes
+
+
+def inner_point(mask: np.ndarray) -> np.ndarray:
+    """The point of the mask farthest from its border (its 'centre', inside even if not convex)."""
+    distance = ndimage.distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1]
+    y, x = np.unravel_index(np.argmax(distance), distance.shape)
+    return np.array([x, y], dtype=np.float32)
