@@ -15,4 +15,4 @@ timeout = 120
 graceful_timeout = 30
 limit_request_line = 8190
 limit_request_fields = 100
-accesslog = "-"
+accesslog = None  # the app logs each request as one JSON line, without query strings

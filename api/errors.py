@@ -41,6 +41,7 @@ LEGACY_CODES = {
     "missing_file": "NO DATA UPLOAD",
     "unauthorized": "NO TOKEN ID VERIFIED",
     "feature_unavailable": "ROI EXTRACTION UNAVAILABLE",
+    "no_roi_found": "NO ROI FOUND",
     "payload_too_large": "FILE TOO LARGE",
     "image_too_large": "FILE TOO LARGE",
     "unsupported_modality": "MODALITY NOT SUPPORTED",

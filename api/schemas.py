@@ -22,9 +22,29 @@ class UploadSchema(StrictSchema):
     )
 
 
-class AnalysisRequestSchema(UploadSchema):
+class AnalysisOptionsSchema(StrictSchema):
+    """Options of an analysis; the ranges and defaults appear in the OpenAPI document."""
+
+    extract_roi = fields.Boolean(load_default=False, metadata={"description": "find lesion ROIs and classify each"})
+    saliency = fields.String(load_default="gradcam", validate=validate.OneOf(("gradcam", "integrated_gradients", "none")),
+                             metadata={"description": "saliency method; none turns saliency off"})
+    saliency_layer = fields.String(load_default="layer4", validate=validate.OneOf(("layer3", "layer4")),
+                                   metadata={"description": "Grad-CAM's block (layer3 is finer, layer4 more semantic)"})
+    saliency_steps = fields.Integer(load_default=16, validate=validate.Range(min=4, max=64),
+                                    metadata={"description": "integration steps of integrated gradients"})
+    roi_min_area = fields.Float(load_default=0.002, validate=validate.Range(min=0.0, max=0.5),
+                                metadata={"description": "smallest ROI, as a fraction of the image area"})
+    roi_confidence = fields.Float(load_default=0.5, validate=validate.Range(min=0.0, max=1.0),
+                                  metadata={"description": "smallest mean lesion probability inside an ROI"})
+    roi_max = fields.Integer(load_default=5, validate=validate.Range(min=1, max=20),
+                             metadata={"description": "most ROIs returned, most confident first"})
+    operating_point = fields.String(load_default="screening", validate=validate.OneOf(("screening", "balanced")),
+                                    metadata={"description": "screening: sensitivity >= 0.95 for malignancy; "
+                                              "balanced: maximum sensitivity + specificity"})
+
+
+class AnalysisRequestSchema(UploadSchema, AnalysisOptionsSchema):
     modality = fields.String(required=True, validate=validate.OneOf(MODALITIES))
-    extract_roi = fields.Boolean(load_default=False)
 
 
 class PageArgsSchema(StrictSchema):
@@ -49,6 +69,37 @@ class ModelRefSchema(StrictSchema):
     version = fields.String(required=True)
 
 
+class PointSchema(StrictSchema):
+    x = fields.Integer(required=True)
+    y = fields.Integer(required=True)
+
+
+class BoxSchema(StrictSchema):
+    x0 = fields.Integer(required=True)
+    y0 = fields.Integer(required=True)
+    x1 = fields.Integer(required=True)
+    y1 = fields.Integer(required=True)
+
+
+class SaliencySchema(StrictSchema):
+    method = fields.String(required=True)
+    target = fields.String(required=True, metadata={"description": "the class explained"})
+    peak = fields.Nested(PointSchema, required=True, metadata={"description": "maximum, in image pixels"})
+    grid = fields.List(fields.List(fields.Float()), required=True,
+                       metadata={"description": "low-resolution map over the image (rows of 0..1 values)"})
+
+
+class RoiSchema(StrictSchema):
+    index = fields.Integer(required=True)
+    box = fields.Nested(BoxSchema, required=True, metadata={"description": "inclusive, image pixels"})
+    area = fields.Integer(required=True, metadata={"description": "pixels"})
+    confidence = fields.Float(required=True)
+    label = fields.String(required=True, validate=validate.OneOf(CLASSES))
+    probabilities = fields.Dict(keys=fields.String(), values=fields.Float(), required=True)
+    saliency = fields.Nested(SaliencySchema, allow_none=True)
+    images = fields.Dict(keys=fields.String(), values=fields.String(), required=True)
+
+
 class FeedbackSchema(StrictSchema):
     version = fields.Integer(required=True, metadata={"description": "1 for the first, then 2, ..."})
     label = fields.String(required=True)
@@ -65,7 +116,13 @@ class AnalysisSchema(StrictSchema):
     threshold = fields.Float(required=True,
                              metadata={"description": "p(malignant) at or above which the label is malignant"})
     extract_roi = fields.Boolean(required=True)
+    operating_point = fields.String(required=True)
+    options = fields.Dict(required=True, metadata={"description": "the options the analysis ran with"})
     model = fields.Nested(ModelRefSchema, required=True)
+    segmenter = fields.Nested(ModelRefSchema, allow_none=True)
+    saliency = fields.Nested(SaliencySchema, allow_none=True)
+    rois = fields.List(fields.Nested(RoiSchema), allow_none=True,
+                       metadata={"description": "null unless extract_roi; empty when no lesion was found"})
     created_at = fields.String(required=True, metadata={"format": "date-time"})
     duration_ms = fields.Float(required=True)
     images = fields.Dict(keys=fields.String(), values=fields.String(), required=True,

@@ -1,17 +1,18 @@
 """The analysis use case shared by the v1 API and the app's legacy route."""
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import time
 import uuid
 
-from flask import current_app, url_for
+from flask import current_app, g, url_for
 
 from api.errors import APIError
 from api.models import get_analyzer
 from api.store import get_store
-
-ORIGINAL = "original.png"
+from ml.pipeline import Analysis, AnalysisOptions, SaliencyFinding
+from ml.segmenter.roi import RoiSettings
 
 
 def read_upload(file_storage) -> bytes:
@@ -25,32 +26,88 @@ def read_upload(file_storage) -> bytes:
     return data
 
 
-def analyse_and_store(user_id: str, data: bytes, modality: str, extract_roi: bool) -> dict:
-    """Run the pipeline and store its result; either everything is stored or nothing is."""
-    started = time.perf_counter()
-    analysis = get_analyzer().analyse(data, modality, extract_roi=extract_roi)
-    record = {
+def options_from(fields: dict) -> AnalysisOptions:
+    """Validated request fields (see AnalysisOptionsSchema) -> the pipeline's options."""
+    return AnalysisOptions(
+        extract_roi=fields.get("extract_roi", False),
+        roi=RoiSettings(
+            min_area_fraction=fields.get("roi_min_area", RoiSettings.min_area_fraction),
+            confidence_threshold=fields.get("roi_confidence", RoiSettings.confidence_threshold),
+            max_rois=fields.get("roi_max", RoiSettings.max_rois),
+        ),
+        saliency=None if fields.get("saliency", "gradcam") == "none" else fields.get("saliency", "gradcam"),
+        saliency_layer=fields.get("saliency_layer", "layer4"),
+        saliency_steps=fields.get("saliency_steps", 16),
+        operating_point=fields.get("operating_point", "screening"),
+    )
+
+
+def _saliency(finding: SaliencyFinding | None) -> dict | None:
+    if finding is None:
+        return None
+    return {"method": finding.method, "target": finding.target,
+            "peak": {"x": finding.peak[0], "y": finding.peak[1]}, "grid": finding.grid}
+
+
+def record_of(analysis: Analysis, options: dict, started: float) -> dict:
+    """The stored form of an analysis: JSON-able, image names rather than bytes."""
+    rois = None
+    if analysis.rois is not None:
+        rois = [
+            {
+                "index": roi.index,
+                "box": dict(zip(("x0", "y0", "x1", "y1"), roi.box)),
+                "area": roi.area,
+                "confidence": roi.confidence,
+                "label": roi.label,
+                "probabilities": roi.probabilities,
+                "saliency": _saliency(roi.saliency),
+                "images": sorted(n for n in analysis.images if n.startswith(f"roi{roi.index}.")
+                                 or n.startswith(f"roi{roi.index}_")),
+            }
+            for roi in analysis.rois
+        ]
+    return {
         "id": str(uuid.uuid4()),
         "modality": analysis.modality,
         "label": analysis.label,
         "probabilities": analysis.probabilities,
         "threshold": analysis.threshold,
-        "extract_roi": extract_roi,
+        "operating_point": analysis.operating_point,
+        "extract_roi": analysis.rois is not None,
+        "options": options,
         "model": {"name": analysis.model_name, "version": analysis.model_version},
+        "segmenter": analysis.segmenter,
+        "saliency": _saliency(analysis.saliency),
+        "rois": rois,
         "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds"),
         "duration_ms": round((time.perf_counter() - started) * 1000, 2),
         "stage_ms": analysis.stage_ms,
-        "images": [ORIGINAL],
+        "images": list(analysis.images),
     }
-    get_store().save_analysis(user_id, record, {ORIGINAL: analysis.image.png})
-    return record
+
+
+def analyse(data: bytes, modality: str, options: dict) -> tuple[Analysis, dict]:
+    """Run the pipeline; returns the analysis and the record that would store it."""
+    started = time.perf_counter()
+    analysis = get_analyzer().analyse(data, modality, options_from(options))
+    g.stage_ms = analysis.stage_ms  # for the access log and metrics
+    return analysis, record_of(analysis, options, started)
+
+
+def store(user_id: str, analysis: Analysis, record: dict) -> None:
+    """Store the record with all its images; either everything is stored or nothing is."""
+    get_store().save_analysis(user_id, record, analysis.images)
 
 
 def present(record: dict) -> dict:
     """A stored record as the v1 API shows it: image names become owner-only URLs."""
+    def link(name: str) -> str:
+        return url_for("analyses.image", analysis_id=record["id"], name=name)
+
     shown = dict(record)
-    shown["images"] = {
-        name.rsplit(".", 1)[0]: url_for("analyses.image", analysis_id=record["id"], name=name)
-        for name in record["images"]
-    }
+    shown["images"] = {name.rsplit(".", 1)[0]: link(name) for name in record["images"]}
+    if record.get("rois"):
+        shown["rois"] = [{**roi, "images": {n.rsplit(".", 1)[0]: link(n) for n in roi["images"]}}
+                         for roi in record["rois"]]
     return shown

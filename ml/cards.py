@@ -13,6 +13,11 @@ MODALITY_MODELS = {
     "mammography": "branet-mg-resnet18",
 }
 MODALITIES = tuple(MODALITY_MODELS)
+# The lesion segmenter each modality serves, when its card is present.
+SEGMENTER_MODELS = {
+    "ultrasound": "branet-us-sam-small",
+    "mammography": "branet-mg-sam-small",
+}
 
 
 def sha256_of(path: Path) -> str:

@@ -29,7 +29,11 @@ class Classifier:
         self.card = card
         self.classes: list[str] = list(card["classes"])
         self.spec = InputSpec.from_dict(card["input"])
-        self.threshold = float(card["threshold"]["malignant"])
+        self.thresholds = {
+            "screening": float(card["threshold"]["malignant"]),
+            "balanced": float(card["threshold"]["balanced"]),
+        }
+        self.threshold = self.thresholds["screening"]
         self.temperature = float(card["calibration"]["temperature"])
         self.network = network.eval()
 
@@ -59,9 +63,11 @@ class Classifier:
             raise ModelUnavailable(f"model {self.name} produced non-finite output")
         return probs
 
-    def predict(self, grays: Sequence[np.ndarray]) -> list[Prediction]:
+    def predict(self, grays: Sequence[np.ndarray], operating_point: str = "screening") -> list[Prediction]:
+        """Labels at the operating point's threshold: "screening" (sensitivity >= 0.95) or "balanced"."""
+        threshold = self.thresholds[operating_point]
         predictions = []
         for row in self.probabilities(grays):
             probs = {name: float(p) for name, p in zip(self.classes, row)}
-            predictions.append(Prediction(label=decide(probs, self.threshold), probabilities=probs))
+            predictions.append(Prediction(label=decide(probs, threshold), probabilities=probs))
         return predictions

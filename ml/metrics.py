@@ -23,6 +23,12 @@ def screening_threshold(is_malignant: np.ndarray, p_malignant: np.ndarray, sensi
     return float(min(1.0, thresholds[reaching[0]]))
 
 
+def balanced_threshold(is_malignant: np.ndarray, p_malignant: np.ndarray) -> float:
+    """The threshold on p(malignant) maximising sensitivity + specificity (Youden's J)."""
+    fpr, tpr, thresholds = roc_curve(is_malignant, p_malignant)
+    return float(min(1.0, thresholds[np.argmax(tpr - fpr)]))
+
+
 def report(labels: Sequence[str], probs: np.ndarray, classes: Sequence[str], threshold: float) -> dict:
     """`n`, AUCs, and accuracy/sensitivity/specificity for malignancy at `threshold`."""
     classes = list(classes)

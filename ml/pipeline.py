@@ -1,72 +1,208 @@
-"""One upload, start to end: bytes -> checked image -> classification -> a plain `Analysis`."""
+"""One upload, start to end: bytes -> checked image -> classification, ROIs, saliency -> `Analysis`.
+
+Everything returned is plain Python and numpy; the HTTP layer stores and renders it.
+"""
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from ml.cards import MODALITY_MODELS
+import numpy as np
+
+from ml import overlays
+from ml.cards import MODALITY_MODELS, SEGMENTER_MODELS, read_card, verified_weights_path
 from ml.classifier import Classifier
+from ml.decision import MALIGNANT
 from ml.errors import FeatureUnavailable, ModelUnavailable, UnsupportedModality
 from ml.images import DecodedImage, decode
+from ml.saliency import Explainer, SaliencyMap
+from ml.segmenter.build import load_segmenter
+from ml.segmenter.roi import Roi, RoiSettings, Segmenter
+
+
+@dataclass(frozen=True)
+class AnalysisOptions:
+    extract_roi: bool = False
+    roi: RoiSettings = RoiSettings()
+    saliency: str | None = "gradcam"  # None: no saliency
+    saliency_layer: str = "layer4"  # Grad-CAM's block
+    saliency_steps: int = 16  # integrated gradients' steps
+    operating_point: str = "screening"  # or "balanced"
+
+
+@dataclass(frozen=True)
+class SaliencyFinding:
+    method: str
+    target: str
+    peak: tuple[int, int]
+    grid: list[list[float]]
+
+    @classmethod
+    def of(cls, saliency: SaliencyMap) -> "SaliencyFinding":
+        return cls(saliency.method, saliency.target, saliency.peak, np.round(saliency.grid, 3).tolist())
+
+
+@dataclass(frozen=True)
+class RoiFinding:
+    index: int
+    box: tuple[int, int, int, int]
+    area: int
+    confidence: float
+    label: str
+    probabilities: dict[str, float]
+    saliency: SaliencyFinding | None
 
 
 @dataclass(frozen=True)
 class Analysis:
-    """What the pipeline found, as plain Python values; the HTTP layer stores and renders it."""
-
     modality: str
     label: str
     probabilities: dict[str, float]
     threshold: float
+    operating_point: str
     model_name: str
     model_version: str
     image: DecodedImage
     stage_ms: dict[str, float]
+    saliency: SaliencyFinding | None = None
+    rois: list[RoiFinding] | None = None  # None when not asked for; [] when none was found
+    segmenter: dict | None = None  # name and version
+    images: dict[str, bytes] = field(default_factory=dict)  # name -> PNG, "original.png" first
+
+
+@dataclass
+class ModalityModels:
+    classifier: Classifier
+    explainer: Explainer
+    segmenter: Segmenter | None = None
+    segmenter_card: dict | None = None
 
 
 class Analyzer:
-    """Holds one classifier per modality, loaded once per process."""
+    """Holds each modality's models, loaded once per process."""
 
-    def __init__(self, classifiers: dict[str, Classifier]) -> None:
-        self.classifiers = classifiers
+    def __init__(self, models: dict[str, ModalityModels]) -> None:
+        self.models = models
 
     @classmethod
-    def from_weights(cls, weights_dir: Path) -> "Analyzer":
-        return cls({m: Classifier.load(weights_dir, name) for m, name in MODALITY_MODELS.items()})
+    def from_weights(cls, weights_dir: Path, official_sam: tuple[str, Path] | None = None) -> "Analyzer":
+        """Load every modality's classifier and, where its card exists, its segmenter.
+
+        `official_sam` = (architecture, checkpoint) runs an official SAM checkpoint for every
+        modality instead of our own segmenters.
+        """
+        models = {}
+        for modality, name in MODALITY_MODELS.items():
+            classifier = Classifier.load(weights_dir, name)
+            entry = ModalityModels(classifier=classifier, explainer=Explainer(classifier))
+            if official_sam is not None:
+                architecture, checkpoint = official_sam
+                entry.segmenter = Segmenter(load_segmenter(architecture, Path(checkpoint)))
+                entry.segmenter_card = {"name": f"sam-{architecture}", "version": Path(checkpoint).name}
+            elif (Path(weights_dir) / f"{SEGMENTER_MODELS[modality]}.json").exists():
+                card = read_card(weights_dir, SEGMENTER_MODELS[modality])
+                entry.segmenter = Segmenter(load_segmenter(card["architecture"], verified_weights_path(weights_dir, card)))
+                entry.segmenter_card = card
+            models[modality] = entry
+        return cls(models)
 
     def model_cards(self) -> list[dict]:
-        return [classifier.card for classifier in self.classifiers.values()]
+        cards = []
+        for entry in self.models.values():
+            cards.append(entry.classifier.card)
+            if entry.segmenter_card and "modality" in entry.segmenter_card:
+                cards.append(entry.segmenter_card)
+        return cards
 
-    def analyse(self, data: bytes, modality: str, extract_roi: bool = False) -> Analysis:
-        """Decode and classify one image. Raises an `MLError`; a failure is never a result."""
-        if modality not in self.classifiers:
-            raise UnsupportedModality(
-                f"modality must be one of {sorted(self.classifiers)}, not {modality!r}"
-            )
-        if extract_roi:
-            raise FeatureUnavailable("ROI extraction is not available in this version of the service")
-        classifier = self.classifiers[modality]
-        started = time.perf_counter()
-        image = decode(data)
-        decoded = time.perf_counter()
-        try:
-            (prediction,) = classifier.predict([image.gray])
-        except ModelUnavailable:
-            raise
-        except Exception as error:  # a model failure must surface as an error, never a label
-            raise ModelUnavailable(f"model {classifier.name} failed: {error}") from error
-        classified = time.perf_counter()
+    def analyse(self, data: bytes, modality: str, options: AnalysisOptions = AnalysisOptions()) -> Analysis:
+        """Decode, classify, and optionally find ROIs and explain. Raises an `MLError`;
+        a failure is never a result."""
+        if modality not in self.models:
+            raise UnsupportedModality(f"modality must be one of {sorted(self.models)}, not {modality!r}")
+        models = self.models[modality]
+        if options.extract_roi and models.segmenter is None:
+            raise FeatureUnavailable(f"no ROI segmenter is installed for {modality}")
+        stage_ms: dict[str, float] = {}
+
+        @contextmanager
+        def stage(name: str):
+            started = time.perf_counter()
+            try:
+                yield
+            except (ModelUnavailable, FeatureUnavailable):
+                raise
+            except Exception as error:  # a model failure surfaces as an error, never as a label
+                if name == "decode":
+                    raise
+                raise ModelUnavailable(f"{name} failed: {error}") from error
+            finally:
+                elapsed = (time.perf_counter() - started) * 1000
+                stage_ms[name] = round(stage_ms.get(name, 0.0) + elapsed, 2)
+
+        with stage("decode"):
+            image = decode(data)
+        gray = image.gray
+        classifier = models.classifier
+        with stage("classify"):
+            (prediction,) = classifier.predict([gray], options.operating_point)
+        images = {"original.png": image.png}
+        label = prediction.label
+
+        rois = None
+        if options.extract_roi:
+            with stage("roi"):
+                found = models.segmenter.find_rois(gray, options.roi)
+                crops = [self._crop(gray, roi) for roi in found]
+                roi_predictions = classifier.predict(crops, options.operating_point) if crops else []
+            if any(p.label == MALIGNANT for p in roi_predictions):
+                label = MALIGNANT  # the image is malignant when any of its lesions is
+
+        saliency = None
+        if options.saliency:
+            with stage("saliency"):
+                explain = lambda picture, target: models.explainer.explain(
+                    picture, target, options.saliency, options.saliency_layer, options.saliency_steps)
+                heat = explain(gray, label)
+                saliency = SaliencyFinding.of(heat)
+                images["saliency.png"] = overlays.png(overlays.heat_overlay(gray, heat.full))
+
+        if options.extract_roi:
+            rois = []
+            for index, (roi, crop, roi_prediction) in enumerate(zip(found, crops, roi_predictions)):
+                roi_saliency = None
+                if options.saliency:
+                    with stage("saliency"):
+                        roi_heat = explain(crop, roi_prediction.label)
+                        roi_saliency = SaliencyFinding.of(roi_heat)
+                        images[f"roi{index}_saliency.png"] = overlays.png(overlays.heat_overlay(crop, roi_heat.full))
+                images[f"roi{index}.png"] = overlays.png(crop)
+                images[f"roi{index}_mask.png"] = overlays.png((roi.mask * 255).astype(np.uint8))
+                rois.append(RoiFinding(index, roi.box, roi.area, roi.confidence, roi_prediction.label,
+                                       roi_prediction.probabilities, roi_saliency))
+            if rois:
+                images["contours.png"] = overlays.png(
+                    overlays.contours(gray, [roi.mask for roi in found], [r.label for r in rois]))
+
+        segmenter_card = models.segmenter_card if options.extract_roi else None
         return Analysis(
             modality=modality,
-            label=prediction.label,
+            label=label,
             probabilities=prediction.probabilities,
-            threshold=classifier.threshold,
+            threshold=classifier.thresholds[options.operating_point],
+            operating_point=options.operating_point,
             model_name=classifier.name,
             model_version=classifier.version,
             image=image,
-            stage_ms={
-                "decode": round((decoded - started) * 1000, 2),
-                "classify": round((classified - decoded) * 1000, 2),
-            },
+            stage_ms=stage_ms,
+            saliency=saliency,
+            rois=rois,
+            segmenter={"name": segmenter_card["name"], "version": segmenter_card["version"]} if segmenter_card else None,
+            images=images,
         )
+
+    @staticmethod
+    def _crop(gray: np.ndarray, roi: Roi) -> np.ndarray:
+        x0, y0, x1, y1 = overlays.crop_box(roi.box, gray.shape)
+        return gray[y0 : y1 + 1, x0 : x1 + 1]

@@ -25,19 +25,23 @@ class InputSpec:
         return cls(size=int(data["size"]), mean=float(data["mean"]), std=float(data["std"]))
 
 
+def letterbox_region(height: int, width: int, size: int) -> tuple[int, int, int, int]:
+    """Where an image of (height, width) lands in its letterbox: (top, left, new_height, new_width)."""
+    scale = size / max(height, width)
+    new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
+    return (size - new_h) // 2, (size - new_w) // 2, new_h, new_w
+
+
 def letterbox(gray: np.ndarray, size: int) -> np.ndarray:
     """Fit an (H, W) uint8 image into size x size, keeping its aspect ratio, padding with black.
 
     Keeping the aspect ratio keeps lesion shape (a diagnostic cue) undistorted.
     """
-    height, width = gray.shape
-    scale = size / max(height, width)
-    new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
+    top, left, new_h, new_w = letterbox_region(*gray.shape, size)
     resized = np.asarray(
         Image.fromarray(gray).resize((new_w, new_h), Image.Resampling.BILINEAR, reducing_gap=2.0)
     )
     canvas = np.zeros((size, size), dtype=np.uint8)
-    top, left = (size - new_h) // 2, (size - new_w) // 2
     canvas[top : top + new_h, left : left + new_w] = resized
     return canvas
 

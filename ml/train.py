@@ -32,7 +32,7 @@ from ml.calibration import expected_calibration_error, fit_temperature, softmax
 from ml.cards import MODALITIES, MODALITY_MODELS, sha256_of, write_card
 from ml.datasets import CLASSES, Sample, grouped_folds, lesion_mask, load_gray, load_samples
 from ml.inference import tta_logits
-from ml.metrics import bootstrap_intervals, report, screening_threshold
+from ml.metrics import balanced_threshold, bootstrap_intervals, report, screening_threshold
 from ml.multitask import ClassifierWithLocalisation
 from ml.preprocess import InputSpec, letterbox, normalise
 from ml.resnet import ARCHITECTURES
@@ -214,6 +214,7 @@ def cross_validated_metrics(data: TrainingData, logits: np.ndarray, fold_of: np.
     labels, groups = data.labels, data.groups
     p_malignant = probs[:, CLASSES.index("malignant")]
     threshold = screening_threshold(labels == "malignant", p_malignant, SCREENING_SENSITIVITY)
+    balanced = balanced_threshold(labels == "malignant", p_malignant)
 
     def summary(mask: np.ndarray) -> dict:
         result = report(labels[mask], probs[mask], CLASSES, threshold)
@@ -233,6 +234,8 @@ def cross_validated_metrics(data: TrainingData, logits: np.ndarray, fold_of: np.
     return {
         "temperature": round(temperature, 4),
         "threshold": threshold,
+        "balanced_threshold": balanced,
+        "balanced_operating_point": report(labels, probs, CLASSES, balanced),
         "pooled": summary(np.ones(len(labels), dtype=bool)),
         "per_dataset": {name: summary(np.array([s.dataset == name for s in data.samples])) for name in datasets},
         "per_fold": spread,
@@ -290,13 +293,16 @@ def write_model(args: argparse.Namespace, network: torch.nn.Module, data: Traini
         "threshold": {
             "malignant": metrics["threshold"],
             "chosen_for": f"sensitivity >= {SCREENING_SENSITIVITY} for malignancy on calibrated out-of-fold predictions",
+            "balanced": metrics["balanced_threshold"],
+            "balanced_chosen_for": "maximum sensitivity + specificity (Youden) on calibrated out-of-fold predictions",
         },
         "metrics": {
             "method": f"{args.folds}-fold cross-validation grouped by patient/near-duplicate group "
             "(stratified by data set and label); out-of-fold predictions, calibrated; 95% intervals "
             "from 1000 group-bootstrap resamples. The shipped network is trained on all images "
             "with the same recipe.",
-            **{k: metrics[k] for k in ("pooled", "per_dataset", "per_fold", "uncalibrated_ece_malignant")},
+            **{k: metrics[k] for k in ("pooled", "per_dataset", "per_fold", "uncalibrated_ece_malignant",
+                                       "balanced_operating_point")},
         },
         "training": {
             "from_scratch": True,

@@ -38,7 +38,10 @@ def test_openapi_document_describes_every_route(client):
             "/v1/health", "/v1/ready", "/v1/models"} <= set(spec["paths"])
     post = spec["paths"]["/v1/analyses"]["post"]
     body_schema = post["requestBody"]["content"]["multipart/form-data"]["schema"]["$ref"].rsplit("/", 1)[1]
-    assert set(spec["components"]["schemas"][body_schema]["properties"]) == {"file", "modality", "extract_roi"}
+    properties = spec["components"]["schemas"][body_schema]["properties"]
+    assert {"file", "modality", "extract_roi", "saliency", "roi_min_area", "operating_point"} <= set(properties)
+    assert properties["saliency_steps"]["minimum"] == 4 and properties["saliency_steps"]["maximum"] == 64
+    assert properties["roi_max"]["default"] == 5
     assert {"201", "400", "413", "415"} <= set(post["responses"])
 
 

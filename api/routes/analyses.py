@@ -18,7 +18,7 @@ from api.schemas import (
     FeedbackSchema,
     PageArgsSchema,
 )
-from api.service import analyse_and_store, present, read_upload
+from api.service import analyse, present, read_upload, store
 from api.store import get_store
 
 blp = Blueprint("analyses", __name__, url_prefix="/v1/analyses",
@@ -42,13 +42,16 @@ class Analyses(MethodView):
     @blp.alt_response(401, schema=ApiErrorSchema, description="missing or invalid ID token")
     @blp.alt_response(413, schema=ApiErrorSchema, description="file over 10 MB or absurd dimensions")
     @blp.alt_response(415, schema=ApiErrorSchema, description="not a PNG or JPEG (by content)")
-    @blp.alt_response(501, schema=ApiErrorSchema, description="ROI extraction is not available yet")
+    @blp.alt_response(501, schema=ApiErrorSchema, description="no ROI segmenter installed for the modality")
     @blp.alt_response(503, schema=ApiErrorSchema, description="model or store unavailable")
     def post(self, form: dict):
         """Analyse an image: classify it and store the result."""
         user_id = current_user()
-        data = read_upload(form["file"])
-        return present(analyse_and_store(user_id, data, form["modality"], form["extract_roi"]))
+        data = read_upload(form.pop("file"))
+        modality = form.pop("modality")
+        analysis, record = analyse(data, modality, form)
+        store(user_id, analysis, record)
+        return present(record)
 
     @blp.arguments(PageArgsSchema, location="query")
     @blp.response(200, AnalysisPageSchema)

@@ -7,7 +7,7 @@ from api.auth import current_user
 from api.errors import APIError
 from api.extensions import Blueprint
 from api.schemas import LegacyArgsSchema, LegacyEnvelopeSchema, UploadSchema
-from api.service import analyse_and_store, read_upload
+from api.service import analyse, read_upload, store
 from ml.cards import MODALITIES
 
 blp = Blueprint("legacy", __name__, description="The route the existing mobile app calls")
@@ -22,6 +22,7 @@ blp = Blueprint("legacy", __name__, description="The route the existing mobile a
 @blp.alt_response(401, schema=LegacyEnvelopeSchema)
 @blp.alt_response(413, schema=LegacyEnvelopeSchema)
 @blp.alt_response(415, schema=LegacyEnvelopeSchema)
+@blp.alt_response(422, schema=LegacyEnvelopeSchema, description="NO ROI FOUND")
 @blp.alt_response(501, schema=LegacyEnvelopeSchema)
 @blp.alt_response(503, schema=LegacyEnvelopeSchema)
 def evaluate_image(args: dict, modality: str):
@@ -31,5 +32,9 @@ def evaluate_image(args: dict, modality: str):
     if modality not in MODALITIES:
         raise APIError(400, "unsupported_modality", f"modality must be one of {list(MODALITIES)}")
     data = read_upload(request.files.get("file"))
-    record = analyse_and_store(user_id, data, modality, args["extract_roi"])
+    analysis, record = analyse(data, modality, {"extract_roi": args["extract_roi"]})
+    if analysis.rois == []:
+        # The app shows its "no ROI found" alert; there is nothing for it to read, so nothing is stored.
+        raise APIError(422, "no_roi_found", "ROI extraction found no lesion in the image")
+    store(user_id, analysis, record)
     return {"result": "OK", "aditionalInfo": None, "idResult": record["id"]}

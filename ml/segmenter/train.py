@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from ml.augment import photometric
-from ml.cards import MODALITIES, sha256_of, write_card
+from ml.cards import MODALITIES, SEGMENTER_MODELS, sha256_of, write_card
 from ml.datasets import grouped_folds, load_samples
 from ml.segmenter.build import build_branet_sam_small
 from ml.segmenter.data import PreparedImage, lesion_boxes, prepare
@@ -29,7 +29,6 @@ from ml.segmenter.evaluate import evaluate
 from ml.segmenter.roi import Segmenter
 from ml.train import INTENDED_USE, LICENCES, compact_state
 
-SEGMENTER_MODELS = {"ultrasound": "branet-us-sam-small", "mammography": "branet-mg-sam-small"}
 log = logging.getLogger("ml.segmenter.train")
 
 
