@@ -15,6 +15,9 @@ def from_environment() -> dict:
         "DATA_DIR": Path(os.environ.get("BRANET_DATA_DIR", REPO_ROOT / "instance")),
         "WEIGHTS_DIR": Path(os.environ.get("BRANET_WEIGHTS_DIR", REPO_ROOT / "weights")),
         "FIREBASE_PROJECT_ID": os.environ.get("BRANET_FIREBASE_PROJECT_ID") or None,
+        # An official Segment Anything checkpoint replaces our own segmenters when both are set.
+        "SAM_ARCHITECTURE": os.environ.get("BRANET_SAM_ARCHITECTURE") or None,  # vit_b, vit_l or vit_h
+        "SAM_CHECKPOINT": os.environ.get("BRANET_SAM_CHECKPOINT") or None,  # e.g. weights/sam_vit_b_01ec64.pth
         # Per user, on the analysis-creating endpoints only (see api/extensions.py).
         "RATE_LIMIT": os.environ.get("BRANET_RATE_LIMIT", "60 per minute"),
         # memory:// counts per process; use a shared redis:// or memcached:// URI with several workers.

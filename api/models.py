@@ -13,7 +13,10 @@ log = logging.getLogger(__name__)
 
 def init_app(app: Flask) -> None:
     try:
-        app.extensions["branet.analyzer"] = Analyzer.from_weights(app.config["WEIGHTS_DIR"])
+        official_sam = None
+        if app.config["SAM_ARCHITECTURE"] and app.config["SAM_CHECKPOINT"]:
+            official_sam = (app.config["SAM_ARCHITECTURE"], app.config["SAM_CHECKPOINT"])
+        app.extensions["branet.analyzer"] = Analyzer.from_weights(app.config["WEIGHTS_DIR"], official_sam)
         app.extensions["branet.model_error"] = None
     except ModelUnavailable as error:
         # The service starts but reports itself not ready, and every analysis answers 503.

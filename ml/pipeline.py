@@ -103,7 +103,8 @@ class Analyzer:
                 entry.segmenter_card = {"name": f"sam-{architecture}", "version": Path(checkpoint).name}
             elif (Path(weights_dir) / f"{SEGMENTER_MODELS[modality]}.json").exists():
                 card = read_card(weights_dir, SEGMENTER_MODELS[modality])
-                entry.segmenter = Segmenter(load_segmenter(card["architecture"], verified_weights_path(weights_dir, card)))
+                weights = verified_weights_path(weights_dir, card)
+                entry.segmenter = Segmenter(load_segmenter(card["architecture"], weights, card["build"]))
                 entry.segmenter_card = card
             models[modality] = entry
         return cls(models)

@@ -50,11 +50,12 @@ SEGMENTER_BUILDERS = {
 }
 
 
-def load_segmenter(architecture: str, weights_path: Path) -> Sam:
-    """Build `architecture` and load a state dict (tensors only: never arbitrary pickled objects)."""
+def load_segmenter(architecture: str, weights_path: Path, build: dict | None = None) -> Sam:
+    """Build `architecture` (with its card's `build` arguments) and load a state dict
+    (tensors only: never arbitrary pickled objects)."""
     if architecture not in SEGMENTER_BUILDERS:
         raise ModelUnavailable(f"unknown segmenter architecture {architecture!r}")
-    model = SEGMENTER_BUILDERS[architecture]()
+    model = SEGMENTER_BUILDERS[architecture](**(build or {}))
     try:
         state = torch.load(weights_path, map_location="cpu", weights_only=True)
         model.load_state_dict({k: v.float() for k, v in state.items()})

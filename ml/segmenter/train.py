@@ -186,6 +186,7 @@ def main(argv: list[str] | None = None) -> None:
         "version": args.version,
         "modality": args.modality,
         "architecture": "branet_sam_small",
+        "build": {"img_size": args.size},
         "input": {"img_size": args.size, "channels": "grayscale replicated to 3"},
         "metrics": {
             "split": "validation on fold 0 of the 5-fold split grouped by patient/near-duplicate group "

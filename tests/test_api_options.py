@@ -1,0 +1,99 @@
+"""Analysis options, saliency and ROIs through the v1 API and the app's route."""
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from api.config import from_environment
+from conftest import png_bytes, record_count, upload
+
+WEIGHTS = from_environment()["WEIGHTS_DIR"]
+
+
+def fetch_image(client, url: str) -> Image.Image:
+    response = client.get(url)
+    assert response.status_code == 200 and response.mimetype == "image/png"
+    return Image.open(io.BytesIO(response.data))
+
+
+def test_gradcam_saliency_by_default(client, busbra_png):
+    body = upload(client, busbra_png).get_json()
+    original = fetch_image(client, body["images"]["original"])
+    saliency = body["saliency"]
+    assert saliency["method"] == "gradcam" and saliency["target"] == body["label"]
+    assert 0 <= saliency["peak"]["x"] < original.width and 0 <= saliency["peak"]["y"] < original.height
+    grid = np.array(saliency["grid"])
+    assert max(grid.shape) == 32 and 0 <= grid.min() and grid.max() <= 1 and grid.max() > 0
+    overlay = fetch_image(client, body["images"]["saliency"])
+    assert overlay.size == original.size and overlay.mode == "RGB"
+
+
+def test_integrated_gradients_on_request(client, busbra_png):
+    body = upload(client, busbra_png, saliency="integrated_gradients", saliency_steps="8").get_json()
+    assert body["saliency"]["method"] == "integrated_gradients"
+    assert body["options"]["saliency_steps"] == 8
+
+
+def test_saliency_can_be_turned_off(client, busbra_png):
+    body = upload(client, busbra_png, saliency="none").get_json()
+    assert body["saliency"] is None and "saliency" not in body["images"]
+
+
+def test_balanced_operating_point_uses_the_cards_balanced_threshold(client, busbra_png):
+    card = json.loads((WEIGHTS / "branet-us-resnet18.json").read_text())
+    body = upload(client, busbra_png, operating_point="balanced").get_json()
+    assert body["operating_point"] == "balanced"
+    assert body["threshold"] == pytest.approx(card["threshold"]["balanced"])
+    assert (body["label"] == "malignant") == (body["probabilities"]["malignant"] >= body["threshold"])
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("saliency_steps", "100"), ("saliency_steps", "3"), ("saliency", "magic"), ("saliency_layer", "layer9"),
+    ("roi_max", "0"), ("roi_confidence", "1.5"), ("roi_min_area", "-0.1"), ("operating_point", "aggressive"),
+])
+def test_out_of_range_options_are_400_naming_the_field(client, busbra_png, field, value):
+    response = upload(client, busbra_png, **{field: value})
+    assert response.status_code == 400
+    assert field in response.get_json()["error"]["details"]["multipart"]
+    assert record_count(client) == 0
+
+
+def test_roi_extraction_returns_rois_with_masks_and_labels(client, shared_data):
+    image = (shared_data / "busbra" / "images" / "bus_0003-l.png").read_bytes()
+    body = upload(client, image, extract_roi="true", roi_confidence="0.3").get_json()
+    assert body["extract_roi"] is True and body["segmenter"]["name"] == "branet-us-sam-small"
+    assert len(body["rois"]) >= 1
+    original = fetch_image(client, body["images"]["original"])
+    for roi in body["rois"]:
+        box = roi["box"]
+        assert 0 <= box["x0"] <= box["x1"] < original.width and 0 <= box["y0"] <= box["y1"] < original.height
+        assert sum(roi["probabilities"].values()) == pytest.approx(1.0)
+        mask = np.asarray(fetch_image(client, roi["images"][f"roi{roi['index']}_mask"]))
+        assert mask.shape == (original.height, original.width) and (mask > 0).sum() == roi["area"]
+        assert roi["saliency"]["method"] == "gradcam"
+    assert fetch_image(client, body["images"]["contours"]).size == original.size
+    if any(roi["label"] == "malignant" for roi in body["rois"]):
+        assert body["label"] == "malignant"
+
+
+def test_app_route_with_roi_answers_ok_and_stores_the_rois(client, shared_data):
+    image = (shared_data / "busbra" / "images" / "bus_0003-l.png").read_bytes()
+    response = client.post("/evaluate-image/ultrasound/?extract_roi=true",
+                           data={"file": (io.BytesIO(image), "image.png")}, content_type="multipart/form-data")
+    body = response.get_json()
+    assert response.status_code == 200 and body["result"] == "OK"
+    stored = client.get(f"/v1/analyses/{body['idResult']}").get_json()
+    assert stored["extract_roi"] is True and len(stored["rois"]) >= 1
+
+
+def test_app_route_answers_no_roi_found_on_an_empty_image_and_stores_nothing(client):
+    blank = png_bytes(np.full((300, 400), 40, dtype=np.uint8))
+    response = client.post("/evaluate-image/ultrasound/?extract_roi=true",
+                           data={"file": (io.BytesIO(blank), "image.png")}, content_type="multipart/form-data")
+    assert response.status_code == 422
+    assert response.get_json() == {"result": "ERROR", "aditionalInfo": "NO ROI FOUND", "idResult": None}
+    assert record_count(client) == 0

@@ -1,0 +1,90 @@
+"""Segmenters through SamPredictor: our own small model and the official SAM architectures."""
+from __future__ import annotations
+
+from functools import partial
+
+import numpy as np
+import pytest
+import torch
+from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
+
+from ml.segmenter.build import build_branet_sam_small, load_segmenter
+from ml.segmenter.evaluate import _dice, _iou
+from ml.segmenter.roi import RoiSettings, Segmenter, rois_from_probability
+
+GRAY = np.random.default_rng(0).integers(0, 256, (90, 120), dtype=np.uint8)
+
+
+def tiny_vit_sam() -> Sam:
+    """The official architecture (ViT image encoder), scaled down so that it runs in a test."""
+    return Sam(
+        image_encoder=ImageEncoderViT(img_size=64, patch_size=16, embed_dim=32, depth=1, num_heads=2,
+                                      out_chans=32, norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
+                                      use_rel_pos=True, window_size=2, global_attn_indexes=(0,)),
+        prompt_encoder=PromptEncoder(embed_dim=32, image_embedding_size=(4, 4), input_image_size=(64, 64),
+                                     mask_in_chans=4),
+        mask_decoder=MaskDecoder(num_multimask_outputs=3, transformer_dim=32,
+                                 transformer=TwoWayTransformer(depth=1, embedding_dim=32, mlp_dim=64, num_heads=2)),
+    ).eval()
+
+
+def test_official_vit_b_checkpoint_saves_and_reloads_through_our_loader(tmp_path):
+    from segment_anything import sam_model_registry
+
+    official = sam_model_registry["vit_b"](checkpoint=None)
+    path = tmp_path / "sam_vit_b.pth"
+    torch.save(official.state_dict(), path)  # what the official checkpoint files hold
+    loaded = load_segmenter("vit_b", path)
+    assert loaded.image_encoder.img_size == 1024
+    for key, value in official.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value), key
+
+
+def test_a_vit_sam_predicts_through_the_same_path():
+    probability = Segmenter(tiny_vit_sam()).probability(GRAY, box=np.array([10, 10, 60, 50]))
+    assert probability.shape == GRAY.shape
+    assert 0.0 <= probability.min() and probability.max() <= 1.0
+
+
+def test_loader_refuses_unknown_architectures_and_foreign_state(tmp_path):
+    from ml.errors import ModelUnavailable
+
+    path = tmp_path / "small.pt"
+    torch.save(build_branet_sam_small(img_size=128).state_dict(), path)
+    with pytest.raises(ModelUnavailable):
+        load_segmenter("vit_x", path)
+    with pytest.raises(ModelUnavailable):
+        load_segmenter("vit_b", path)  # a small model's weights are no ViT checkpoint
+    assert load_segmenter("branet_sam_small", path, {"img_size": 128}).image_encoder.img_size == 128
+
+
+@pytest.mark.parametrize("prompt", [{}, {"box": np.array([20, 10, 80, 70])},
+                                    {"points": np.array([[40.0, 40.0], [5.0, 5.0]]), "labels": np.array([1, 0])}])
+def test_small_model_answers_every_prompt_kind_at_image_size(prompt):
+    segmenter = Segmenter(build_branet_sam_small(img_size=128))
+    probability = segmenter.probability(GRAY, box=prompt.get("box"), points=prompt.get("points"),
+                                        labels=prompt.get("labels"))
+    assert probability.shape == GRAY.shape
+
+
+def test_rois_are_filtered_by_area_and_confidence_and_capped():
+    probability = np.zeros((100, 100))
+    probability[10:40, 10:40] = 0.9  # large, confident
+    probability[60:90, 60:90] = 0.55  # large, less confident
+    probability[5:7, 80:82] = 0.99  # 4 pixels: noise
+    rois = rois_from_probability(probability, RoiSettings(min_area_fraction=0.01, confidence_threshold=0.5, max_rois=5))
+    assert [r.box for r in rois] == [(10, 10, 39, 39), (60, 60, 89, 89)]
+    assert rois[0].area == 900 and rois[0].confidence == pytest.approx(0.9)
+    strict = rois_from_probability(probability, RoiSettings(min_area_fraction=0.01, confidence_threshold=0.6, max_rois=5))
+    assert len(strict) == 1
+    assert len(rois_from_probability(probability, RoiSettings(min_area_fraction=0.0, confidence_threshold=0.5, max_rois=1))) == 1
+
+
+def test_overlap_measures():
+    a = np.zeros((10, 10), bool)
+    b = np.zeros((10, 10), bool)
+    a[:, :5] = True
+    b[:, 2:7] = True
+    assert _iou(a, b) == pytest.approx(30 / 70)
+    assert _dice(a, b) == pytest.approx(60 / 100)
+    assert _iou(np.zeros_like(a), np.zeros_like(a)) == 1.0
