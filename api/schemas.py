@@ -1,7 +1,7 @@
 """Marshmallow schemas for every request and response body; the OpenAPI document is built from them."""
 from __future__ import annotations
 
-from marshmallow import Schema, fields, validate
+from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from ml.cards import MODALITIES
 
@@ -52,10 +52,29 @@ class PageArgsSchema(StrictSchema):
     offset = fields.Integer(load_default=0, validate=validate.Range(min=0))
 
 
+class MaskEditSchema(StrictSchema):
+    """A region drawn by the clinician: a PNG mask of the image's size, or polygons; not both."""
+
+    png = fields.String(metadata={"description": "base64 PNG, the analysed image's size; non-zero marks the region"})
+    polygons = fields.List(
+        fields.List(fields.List(fields.Float(), validate=validate.Length(equal=2)), validate=validate.Length(min=3)),
+        validate=validate.Length(min=1, max=50),
+        metadata={"description": "polygons as [[x, y], ...] in image pixels"},
+    )
+
+    @validates_schema
+    def exactly_one(self, data: dict, **kwargs) -> None:
+        if ("png" in data) == ("polygons" in data):
+            raise ValidationError("give either png or polygons")
+
+
 class FeedbackRequestSchema(StrictSchema):
     label = fields.String(required=True, validate=validate.OneOf(CLASSES),
                           metadata={"description": "the correct label, in the clinician's judgement"})
     comment = fields.String(load_default="", validate=validate.Length(max=5000))
+    missed_lesions = fields.Nested(MaskEditSchema, metadata={"description": "lesions the model missed"})
+    ignore_regions = fields.Nested(MaskEditSchema,
+                                   metadata={"description": "regions the model should not have used"})
 
 
 class LegacyArgsSchema(StrictSchema):
@@ -79,6 +98,11 @@ class BoxSchema(StrictSchema):
     y0 = fields.Integer(required=True)
     x1 = fields.Integer(required=True)
     y1 = fields.Integer(required=True)
+
+
+class ImageSizeSchema(StrictSchema):
+    width = fields.Integer(required=True)
+    height = fields.Integer(required=True)
 
 
 class SaliencySchema(StrictSchema):
@@ -105,6 +129,8 @@ class FeedbackSchema(StrictSchema):
     label = fields.String(required=True)
     comment = fields.String(required=True)
     created_at = fields.String(required=True, metadata={"format": "date-time"})
+    masks = fields.Dict(keys=fields.String(), values=fields.String(), required=True,
+                        metadata={"description": "edited mask kind -> URL of its PNG"})
 
 
 class AnalysisSchema(StrictSchema):
@@ -125,6 +151,7 @@ class AnalysisSchema(StrictSchema):
                        metadata={"description": "null unless extract_roi; empty when no lesion was found"})
     created_at = fields.String(required=True, metadata={"format": "date-time"})
     duration_ms = fields.Float(required=True)
+    image = fields.Nested(ImageSizeSchema, required=True)
     images = fields.Dict(keys=fields.String(), values=fields.String(), required=True,
                          metadata={"description": "image name -> URL, served to the owner only"})
     feedback = fields.List(fields.Nested(FeedbackSchema))

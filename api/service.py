@@ -1,7 +1,8 @@
 """The analysis use case shared by the v1 API and the app's legacy route."""
 from __future__ import annotations
 
-import dataclasses
+import base64
+import binascii
 import datetime as dt
 import time
 import uuid
@@ -11,6 +12,7 @@ from flask import current_app, g, url_for
 from api.errors import APIError
 from api.models import get_analyzer
 from api.store import get_store
+from ml.masks import mask_from_png, mask_from_polygons, mask_png
 from ml.pipeline import Analysis, AnalysisOptions, SaliencyFinding
 from ml.segmenter.roi import RoiSettings
 
@@ -40,6 +42,17 @@ def options_from(fields: dict) -> AnalysisOptions:
         saliency_steps=fields.get("saliency_steps", 16),
         operating_point=fields.get("operating_point", "screening"),
     )
+
+
+def edited_mask_png(edit: dict, shape: tuple[int, int]) -> bytes:
+    """A clinician's edited mask (validated by MaskEditSchema) as a binary PNG of the image's size."""
+    if "png" in edit:
+        try:
+            data = base64.b64decode(edit["png"], validate=True)
+        except binascii.Error:
+            raise APIError(400, "validation_error", "the mask is not valid base64") from None
+        return mask_png(mask_from_png(data, shape))
+    return mask_png(mask_from_polygons(edit["polygons"], shape))
 
 
 def _saliency(finding: SaliencyFinding | None) -> dict | None:
@@ -83,6 +96,7 @@ def record_of(analysis: Analysis, options: dict, started: float) -> dict:
         "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds"),
         "duration_ms": round((time.perf_counter() - started) * 1000, 2),
         "stage_ms": analysis.stage_ms,
+        "image": {"width": analysis.image.width, "height": analysis.image.height},
         "images": list(analysis.images),
     }
 
@@ -100,12 +114,19 @@ def store(user_id: str, analysis: Analysis, record: dict) -> None:
     get_store().save_analysis(user_id, record, analysis.images)
 
 
+def present_feedback(analysis_id: str, feedback: dict) -> dict:
+    return {**feedback, "masks": {kind: url_for("analyses.image", analysis_id=analysis_id, name=name)
+                                  for kind, name in feedback.get("masks", {}).items()}}
+
+
 def present(record: dict) -> dict:
     """A stored record as the v1 API shows it: image names become owner-only URLs."""
     def link(name: str) -> str:
         return url_for("analyses.image", analysis_id=record["id"], name=name)
 
     shown = dict(record)
+    if "feedback" in record:
+        shown["feedback"] = [present_feedback(record["id"], f) for f in record["feedback"]]
     shown["images"] = {name.rsplit(".", 1)[0]: link(name) for name in record["images"]}
     if record.get("rois"):
         shown["rois"] = [{**roi, "images": {n.rsplit(".", 1)[0]: link(n) for n in roi["images"]}}

@@ -2,6 +2,7 @@
 
     python -m ml.evaluate classify --modality ultrasound ../shared/data/busi
     python -m ml.evaluate segment --modality ultrasound --prompt box ../shared/data/busbra
+    python -m ml.evaluate saliency --modality ultrasound ../shared/data/busi
 
 Prints one JSON object: n, auc_malignant (malignant vs everything else), auc_lesion (benign or
 malignant vs normal, null without normals), accuracy, sensitivity and specificity for malignancy
@@ -17,12 +18,14 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from scipy import ndimage
 from tqdm import tqdm
 
 from ml.cards import MODALITIES, MODALITY_MODELS, SEGMENTER_MODELS, read_card, verified_weights_path
 from ml.classifier import Classifier
-from ml.datasets import load_gray, read_folder
+from ml.datasets import lesion_mask, load_gray, read_folder
 from ml.metrics import report
+from ml.saliency import SALIENCY_METHODS, Explainer
 from ml.segmenter.build import load_segmenter
 from ml.segmenter.evaluate import PROMPTS
 from ml.segmenter.evaluate import evaluate as evaluate_segmenter
@@ -54,6 +57,36 @@ def segment(modality: str, prompt: str, folder: Path, weights_dir: Path) -> dict
             **evaluate_segmenter(segmenter, samples, prompt)}
 
 
+def saliency(modality: str, method: str, folder: Path, weights_dir: Path) -> dict:
+    """Pointing game and energy in mask on the lesion images of a folder with masks.
+
+    pointing_game: share of lesion images whose saliency peak falls inside the lesion mask
+    dilated by 5% of the image diagonal; energy_in_mask: mean share of the (positive) saliency
+    that lies inside the undilated mask. The map explains the malignant class for malignant
+    images and the benign class otherwise, whatever the model predicted.
+    """
+    classifier = Classifier.load(weights_dir, MODALITY_MODELS[modality])
+    explainer = Explainer(classifier)
+    samples = [s for s in read_folder(folder) if s.label in ("benign", "malignant") and (s.masks or s.circles)]
+    hits, energies = [], []
+    for sample in tqdm(samples, desc=f"saliency ({method})", file=sys.stderr):
+        gray = load_gray(sample.path)
+        mask = lesion_mask(sample, gray.shape) > 127
+        heat = explainer.explain(gray, sample.label, method)
+        radius = 0.05 * float(np.hypot(*gray.shape))
+        distance = ndimage.distance_transform_edt(~mask)
+        x, y = heat.peak
+        hits.append(bool(distance[y, x] <= radius))
+        energies.append(float(heat.full[mask].sum() / heat.full.sum()) if heat.full.sum() > 0 else 0.0)
+    return {
+        "model": {"name": classifier.name, "version": classifier.version},
+        "method": method,
+        "n": len(samples),
+        "pointing_game": round(float(np.mean(hits)), 4) if hits else None,
+        "energy_in_mask": round(float(np.mean(energies)), 4) if energies else None,
+    }
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m ml.evaluate", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -66,11 +99,18 @@ def main(argv: list[str] | None = None) -> None:
     segment_parser.add_argument("--prompt", choices=PROMPTS, default="auto")
     segment_parser.add_argument("--weights-dir", type=Path, default=DEFAULT_WEIGHTS)
     segment_parser.add_argument("folder", type=Path)
+    saliency_parser = commands.add_parser("saliency", help="does the saliency point at the lesion?")
+    saliency_parser.add_argument("--modality", choices=MODALITIES, required=True)
+    saliency_parser.add_argument("--method", choices=SALIENCY_METHODS, default="gradcam")
+    saliency_parser.add_argument("--weights-dir", type=Path, default=DEFAULT_WEIGHTS)
+    saliency_parser.add_argument("folder", type=Path)
     args = parser.parse_args(argv)
     if args.command == "classify":
         result = classify(args.modality, args.folder, args.weights_dir)
-    else:
+    elif args.command == "segment":
         result = segment(args.modality, args.prompt, args.folder, args.weights_dir)
+    else:
+        result = saliency(args.modality, args.method, args.folder, args.weights_dir)
     print(json.dumps(result))
 
 

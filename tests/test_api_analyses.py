@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import record_count, upload
+from conftest import png_bytes, record_count, upload
 
 
 def test_upload_answers_201_with_a_classification_summing_to_one(client, busbra_png):
@@ -160,3 +160,52 @@ def test_roi_extraction_is_refused_explicitly_until_it_exists(client, busbra_png
     assert response.status_code == 501
     assert response.get_json()["error"]["code"] == "feature_unavailable"
     assert record_count(client) == 0
+
+
+def _mask_b64(shape, box) -> str:
+    import base64
+    mask = np.zeros(shape, dtype=np.uint8)
+    y0, y1, x0, x1 = box
+    mask[y0:y1, x0:x1] = 255
+    return base64.b64encode(png_bytes(mask)).decode()
+
+
+def test_feedback_with_edited_masks_is_stored_and_fetchable(client, busbra_png):
+    created = upload(client, busbra_png, saliency="none").get_json()
+    height, width = created["image"]["height"], created["image"]["width"]
+    body = {
+        "label": "malignant",
+        "comment": "missed the lower lesion; ignore the caliper text",
+        "missed_lesions": {"png": _mask_b64((height, width), (100, 150, 80, 140))},
+        "ignore_regions": {"polygons": [[[0, 0], [60, 0], [60, 20], [0, 20]]]},
+    }
+    response = client.post(f"/v1/analyses/{created['id']}/feedback", json=body)
+    assert response.status_code == 201
+    masks = response.get_json()["masks"]
+    missed = np.asarray(Image.open(io.BytesIO(client.get(masks["missed_lesions"]).data)))
+    assert missed.shape == (height, width) and (missed > 0).sum() == 50 * 60
+    ignored = np.asarray(Image.open(io.BytesIO(client.get(masks["ignore_regions"]).data)))
+    assert ignored[10, 30] > 0 and ignored[100, 100] == 0
+    stored = client.get(f"/v1/analyses/{created['id']}").get_json()["feedback"]
+    assert stored[0]["masks"] == masks
+
+
+@pytest.mark.parametrize("edit", [
+    {"png": "not base64!"},
+    {"polygons": [[[0, 0], [1, 1]]]},  # two points are no polygon
+    {},  # neither
+])
+def test_invalid_mask_edits_are_400_and_store_nothing(client, busbra_png, edit):
+    created = upload(client, busbra_png, saliency="none").get_json()
+    response = client.post(f"/v1/analyses/{created['id']}/feedback", json={"label": "benign", "missed_lesions": edit})
+    assert response.status_code == 400 and "error" in response.get_json()
+    assert client.get(f"/v1/analyses/{created['id']}").get_json()["feedback"] == []
+
+
+def test_a_mask_of_the_wrong_size_is_400(client, busbra_png):
+    created = upload(client, busbra_png, saliency="none").get_json()
+    response = client.post(f"/v1/analyses/{created['id']}/feedback",
+                           json={"label": "benign", "missed_lesions": {"png": _mask_b64((10, 10), (0, 5, 0, 5))}})
+    assert response.status_code == 400
+    assert "the mask is 10x10" in response.get_json()["error"]["message"]
+    assert client.get(f"/v1/analyses/{created['id']}").get_json()["feedback"] == []

@@ -96,3 +96,23 @@ def test_writable_check_fails_when_the_image_folder_is_gone(tmp_path):
     (tmp_path / "images").write_text("not a folder")  # root ignores permissions; this it cannot
     with pytest.raises(StoreError):
         store.check_writable()
+
+
+def test_feedback_masks_are_stored_with_their_version_and_served_to_the_owner(store):
+    saved = record()
+    store.save_analysis("alice", saved, {"original.png": b"x"})
+    first = store.add_feedback("alice", saved["id"], {"label": "benign"}, {"missed_lesions": b"m1"})
+    second = store.add_feedback("alice", saved["id"], {"label": "benign"}, {"missed_lesions": b"m2"})
+    assert first["masks"] == {"missed_lesions": "feedback1_missed_lesions.png"}
+    assert store.read_image("alice", saved["id"], "feedback1_missed_lesions.png") == b"m1"
+    assert store.read_image("alice", saved["id"], second["masks"]["missed_lesions"]) == b"m2"
+    assert store.read_image("bob", saved["id"], "feedback1_missed_lesions.png") is None
+
+
+def test_a_failed_feedback_write_keeps_neither_row_nor_mask(store, tmp_path):
+    saved = record()
+    store.save_analysis("alice", saved, {"original.png": b"x"})
+    with pytest.raises(StoreError):
+        store.add_feedback("alice", saved["id"], {"label": "benign", "bad": object()}, {"missed_lesions": b"m"})
+    assert store.get_analysis("alice", saved["id"])["feedback"] == []
+    assert not (tmp_path / "images" / saved["id"] / "feedback1_missed_lesions.png").exists()

@@ -18,13 +18,14 @@ from api.schemas import (
     FeedbackSchema,
     PageArgsSchema,
 )
-from api.service import analyse, present, read_upload, store
+from api.service import analyse, edited_mask_png, present, present_feedback, read_upload, store
 from api.store import get_store
 
 blp = Blueprint("analyses", __name__, url_prefix="/v1/analyses",
                 description="Analyses of breast images, owned by the caller")
 
 NOT_FOUND = "no such analysis for this user"
+MASK_KINDS = ("missed_lesions", "ignore_regions")
 
 
 def _owned(analysis_id: str) -> dict:
@@ -82,14 +83,18 @@ class Analysis(MethodView):
 @blp.route("/<string:analysis_id>/feedback", methods=["POST"])
 @blp.arguments(FeedbackRequestSchema)
 @blp.response(201, FeedbackSchema)
+@blp.alt_response(400, schema=ApiErrorSchema, description="invalid label, comment or mask")
 @blp.alt_response(404, schema=ApiErrorSchema)
 def feedback(body: dict, analysis_id: str):
-    """Record the clinician's verdict; earlier feedback is kept, never overwritten."""
+    """Record the clinician's verdict and edited masks; earlier feedback is kept, never overwritten."""
+    record = _owned(analysis_id)
+    shape = (record["image"]["height"], record["image"]["width"])
+    masks = {kind: edited_mask_png(body.pop(kind), shape) for kind in MASK_KINDS if kind in body}
     entry = {**body, "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")}
-    stored = get_store().add_feedback(current_user(), analysis_id, entry)
+    stored = get_store().add_feedback(current_user(), analysis_id, entry, masks)
     if stored is None:
         raise APIError(404, "not_found", NOT_FOUND)
-    return stored
+    return present_feedback(analysis_id, stored)
 
 
 @blp.route("/<string:analysis_id>/images/<string:name>")

@@ -32,12 +32,14 @@ class Store(ABC):
         """Soft delete, as the app does. False when there was no such active analysis."""
 
     @abstractmethod
-    def add_feedback(self, owner: str, analysis_id: str, feedback: dict) -> dict | None:
-        """Append feedback (never overwriting earlier feedback); returns it with its `version`."""
+    def add_feedback(self, owner: str, analysis_id: str, feedback: dict,
+                     masks: dict[str, bytes] | None = None) -> dict | None:
+        """Append feedback (never overwriting earlier feedback) with its edited masks (kind -> PNG),
+        all together or nothing. Returns it with its `version` and `masks` (kind -> image name)."""
 
     @abstractmethod
     def read_image(self, owner: str, analysis_id: str, name: str) -> bytes | None:
-        """One stored image of an active analysis of the owner, or None."""
+        """One stored image (the analysis' or its feedback's) of an active analysis of the owner."""
 
     @abstractmethod
     def check_writable(self) -> None:

@@ -108,7 +108,9 @@ class SQLiteStore(Store):
             )
         return cursor.rowcount == 1
 
-    def add_feedback(self, owner: str, analysis_id: str, feedback: dict) -> dict | None:
+    def add_feedback(self, owner: str, analysis_id: str, feedback: dict,
+                     masks: dict[str, bytes] | None = None) -> dict | None:
+        written: list[Path] = []
         try:
             with closing(self._connect()) as db, db:
                 db.execute("BEGIN IMMEDIATE")  # serialises version numbering across processes
@@ -118,19 +120,29 @@ class SQLiteStore(Store):
                     "SELECT COALESCE(MAX(version), 0) FROM feedback WHERE analysis_id = ?",
                     (analysis_id,),
                 ).fetchone()
-                stored = {**feedback, "version": latest + 1}
+                version = latest + 1
+                names = {kind: f"feedback{version}_{kind}.png" for kind in (masks or {})}
+                for kind, name in names.items():
+                    path = self._image_dir(analysis_id) / name
+                    path.write_bytes(masks[kind])
+                    written.append(path)
+                stored = {**feedback, "version": version, "masks": names}
                 db.execute(
                     "INSERT INTO feedback (analysis_id, version, body) VALUES (?, ?, ?)",
-                    (analysis_id, stored["version"], json.dumps(stored)),
+                    (analysis_id, version, json.dumps(stored)),
                 )
-        except sqlite3.Error as error:
+        except (OSError, sqlite3.Error, TypeError) as error:  # TypeError: a body JSON cannot hold
+            for path in written:
+                path.unlink(missing_ok=True)
             raise StoreError(f"could not save feedback: {error}") from error
         return stored
 
     def read_image(self, owner: str, analysis_id: str, name: str) -> bytes | None:
-        with closing(self._connect()) as db:
-            row = self._active_row(db, owner, analysis_id)
-        if row is None or name not in json.loads(row["record"]).get("images", []):
+        record = self.get_analysis(owner, analysis_id)
+        if record is None:
+            return None
+        known = set(record["images"]) | {n for f in record["feedback"] for n in f["masks"].values()}
+        if name not in known:
             return None
         try:
             return (self._image_dir(analysis_id) / name).read_bytes()
