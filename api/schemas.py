@@ -100,6 +100,13 @@ class BoxSchema(StrictSchema):
     y1 = fields.Integer(required=True)
 
 
+class RiskSchema(StrictSchema):
+    birads_category = fields.String(required=True, validate=validate.OneOf(("3", "4A", "4B", "4C", "5")),
+                                    metadata={"description": "BI-RADS-like category from the calibrated p(malignant)"})
+    likelihood_of_malignancy = fields.String(required=True, metadata={"description": "the ACR range of the category"})
+    caution = fields.String(required=True)
+
+
 class ImageSizeSchema(StrictSchema):
     width = fields.Integer(required=True)
     height = fields.Integer(required=True)
@@ -143,6 +150,10 @@ class AnalysisSchema(StrictSchema):
                              metadata={"description": "p(malignant) at or above which the label is malignant"})
     extract_roi = fields.Boolean(required=True)
     operating_point = fields.String(required=True)
+    risk = fields.Nested(RiskSchema, required=True)
+    low_confidence = fields.Boolean(required=True,
+                                    metadata={"description": "the model's cross-validated accuracy is low: a weak hint only"})
+    reliability_note = fields.String(required=True)
     options = fields.Dict(required=True, metadata={"description": "the options the analysis ran with"})
     model = fields.Nested(ModelRefSchema, required=True)
     segmenter = fields.Nested(ModelRefSchema, allow_none=True)

@@ -34,6 +34,7 @@ class Classifier:
             "balanced": float(card["threshold"]["balanced"]),
         }
         self.threshold = self.thresholds["screening"]
+        self.reliability: dict = card["reliability"]
         self.temperature = float(card["calibration"]["temperature"])
         self.network = network.eval()
 

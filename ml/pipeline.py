@@ -17,6 +17,7 @@ from ml.classifier import Classifier
 from ml.decision import MALIGNANT
 from ml.errors import FeatureUnavailable, ModelUnavailable, UnsupportedModality
 from ml.images import DecodedImage, decode
+from ml.risk import RiskCategory, birads_category
 from ml.saliency import Explainer, SaliencyMap
 from ml.segmenter.build import load_segmenter
 from ml.segmenter.roi import Roi, RoiSettings, Segmenter
@@ -66,6 +67,8 @@ class Analysis:
     model_version: str
     image: DecodedImage
     stage_ms: dict[str, float]
+    risk: RiskCategory | None = None
+    reliability: dict = field(default_factory=dict)  # the model card's low_confidence flag and note
     saliency: SaliencyFinding | None = None
     rois: list[RoiFinding] | None = None  # None when not asked for; [] when none was found
     segmenter: dict | None = None  # name and version
@@ -193,6 +196,8 @@ class Analyzer:
             probabilities=prediction.probabilities,
             threshold=classifier.thresholds[options.operating_point],
             operating_point=options.operating_point,
+            risk=birads_category(prediction.probabilities[MALIGNANT]),
+            reliability=classifier.reliability,
             model_name=classifier.name,
             model_version=classifier.version,
             image=image,

@@ -268,6 +268,18 @@ def main(argv: list[str] | None = None) -> None:
     write_model(args, network, data, metrics)
 
 
+def reliability(metrics: dict) -> dict:
+    """How far the model can be trusted, from its cross-validated AUCs, for the API to pass on."""
+    pooled = metrics["pooled"]
+    aucs = [pooled[k] for k in ("auc_malignant_vs_benign", "auc_lesion") if pooled.get(k) is not None]
+    low = min(aucs) < 0.80
+    note = (f"cross-validated AUC {', '.join(f'{a:.2f}' for a in aucs)} "
+            f"(malignant vs benign{', lesion vs normal' if pooled.get('auc_lesion') is not None else ''})")
+    if low:
+        note = "Low confidence: " + note + "; trained on few images. Treat the result as a weak hint only."
+    return {"low_confidence": low, "note": note}
+
+
 def compact_state(network: torch.nn.Module) -> dict[str, torch.Tensor]:
     """The state dict in half precision, except tensors (e.g. BatchNorm variances) beyond its range."""
     fits = lambda t: t.is_floating_point() and t.abs().max() < torch.finfo(torch.float16).max / 2
@@ -312,6 +324,7 @@ def write_model(args: argparse.Namespace, network: torch.nn.Module, data: Traini
             "images": len(data.samples),
             "excluded": "BUSI images in groups with conflicting labels (label_conflict=1)",
         },
+        "reliability": reliability(metrics),
         "data": {name: LICENCES[name] for name in datasets},
         "intended_use": INTENDED_USE,
         "weights_file": weights_path.name,

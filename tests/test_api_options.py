@@ -97,3 +97,20 @@ def test_app_route_answers_no_roi_found_on_an_empty_image_and_stores_nothing(cli
     assert response.status_code == 422
     assert response.get_json() == {"result": "ERROR", "aditionalInfo": "NO ROI FOUND", "idResult": None}
     assert record_count(client) == 0
+
+
+def test_risk_category_matches_the_probability(client, busbra_png):
+    from ml.risk import birads_category
+
+    body = upload(client, busbra_png, saliency="none").get_json()
+    assert body["risk"]["birads_category"] == birads_category(body["probabilities"]["malignant"]).category
+    assert "radiologist" in body["risk"]["caution"]
+
+
+def test_low_confidence_flag_comes_from_the_model_card(client, busbra_png, mias_png):
+    for modality, image, name in (("ultrasound", busbra_png, "branet-us-resnet18"),
+                                  ("mammography", mias_png, "branet-mg-resnet18")):
+        card = json.loads((WEIGHTS / f"{name}.json").read_text())
+        body = upload(client, image, modality=modality, saliency="none").get_json()
+        assert body["low_confidence"] is card["reliability"]["low_confidence"]
+        assert body["reliability_note"] == card["reliability"]["note"]
