@@ -120,14 +120,38 @@ class SaliencySchema(StrictSchema):
                        metadata={"description": "low-resolution map over the image (rows of 0..1 values)"})
 
 
+class PromptPointSchema(StrictSchema):
+    x = fields.Float(required=True)
+    y = fields.Float(required=True)
+    positive = fields.Boolean(load_default=True, metadata={"description": "false: a negative click (not lesion)"})
+
+
+class RoiCorrectionRequestSchema(StrictSchema):
+    """A clinician's prompt in image pixels: a box, clicks, or both."""
+
+    box = fields.Nested(BoxSchema)
+    points = fields.List(fields.Nested(PromptPointSchema), validate=validate.Length(min=1, max=20))
+    operating_point = fields.String(load_default="screening", validate=validate.OneOf(("screening", "balanced")))
+
+    @validates_schema
+    def some_prompt(self, data: dict, **kwargs) -> None:
+        if "box" not in data and "points" not in data:
+            raise ValidationError("give a box, points, or both")
+        box = data.get("box")
+        if box and (box["x1"] < box["x0"] or box["y1"] < box["y0"]):
+            raise ValidationError("the box must have x0 <= x1 and y0 <= y1", field_name="box")
+
+
 class RoiSchema(StrictSchema):
     index = fields.Integer(required=True)
+    source = fields.String(required=True, validate=validate.OneOf(("automatic", "correction")))
     box = fields.Nested(BoxSchema, required=True, metadata={"description": "inclusive, image pixels"})
     area = fields.Integer(required=True, metadata={"description": "pixels"})
     confidence = fields.Float(required=True)
     label = fields.String(required=True, validate=validate.OneOf(CLASSES))
     probabilities = fields.Dict(keys=fields.String(), values=fields.Float(), required=True)
     saliency = fields.Nested(SaliencySchema, allow_none=True)
+    prompt = fields.Dict(metadata={"description": "the clinician's prompt, for corrections"})
     images = fields.Dict(keys=fields.String(), values=fields.String(), required=True)
 
 

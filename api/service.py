@@ -7,13 +7,15 @@ import datetime as dt
 import time
 import uuid
 
+import numpy as np
+
 from flask import current_app, g, url_for
 
 from api.errors import APIError
 from api.models import get_analyzer
 from api.store import get_store
 from ml.masks import mask_from_png, mask_from_polygons, mask_png
-from ml.pipeline import Analysis, AnalysisOptions, SaliencyFinding
+from ml.pipeline import Analysis, AnalysisOptions, RoiFinding, SaliencyFinding
 from ml.segmenter.roi import RoiSettings
 
 
@@ -62,19 +64,29 @@ def _saliency(finding: SaliencyFinding | None) -> dict | None:
             "peak": {"x": finding.peak[0], "y": finding.peak[1]}, "grid": finding.grid}
 
 
+def roi_record(roi: RoiFinding, source: str, prompt: dict | None = None) -> dict:
+    record = {
+        "index": roi.index,
+        "source": source,
+        "box": dict(zip(("x0", "y0", "x1", "y1"), roi.box)),
+        "area": roi.area,
+        "confidence": roi.confidence,
+        "label": roi.label,
+        "probabilities": roi.probabilities,
+        "saliency": _saliency(roi.saliency),
+    }
+    if prompt is not None:
+        record["prompt"] = prompt
+    return record
+
+
 def record_of(analysis: Analysis, options: dict, started: float) -> dict:
     """The stored form of an analysis: JSON-able, image names rather than bytes."""
     rois = None
     if analysis.rois is not None:
         rois = [
             {
-                "index": roi.index,
-                "box": dict(zip(("x0", "y0", "x1", "y1"), roi.box)),
-                "area": roi.area,
-                "confidence": roi.confidence,
-                "label": roi.label,
-                "probabilities": roi.probabilities,
-                "saliency": _saliency(roi.saliency),
+                **roi_record(roi, "automatic"),
                 "images": sorted(n for n in analysis.images if n.startswith(f"roi{roi.index}.")
                                  or n.startswith(f"roi{roi.index}_")),
             }
@@ -119,20 +131,47 @@ def store(user_id: str, analysis: Analysis, record: dict) -> None:
 
 
 def present_feedback(analysis_id: str, feedback: dict) -> dict:
-    return {**feedback, "masks": {kind: url_for("analyses.image", analysis_id=analysis_id, name=name)
-                                  for kind, name in feedback.get("masks", {}).items()}}
+    links = _links(analysis_id, list(feedback["masks"].values()))
+    return {**feedback, "masks": {kind: links[name.rsplit(".", 1)[0]] for kind, name in feedback["masks"].items()}}
+
+
+def _links(analysis_id: str, names: list[str]) -> dict[str, str]:
+    """Image names -> owner-only URLs, keyed by the name without its extension."""
+    return {name.rsplit(".", 1)[0]: url_for("analyses.image", analysis_id=analysis_id, name=name) for name in names}
+
+
+def present_roi(analysis_id: str, roi: dict) -> dict:
+    return {**roi, "images": _links(analysis_id, roi["images"])}
 
 
 def present(record: dict) -> dict:
     """A stored record as the v1 API shows it: image names become owner-only URLs."""
-    def link(name: str) -> str:
-        return url_for("analyses.image", analysis_id=record["id"], name=name)
-
     shown = dict(record)
     if "feedback" in record:
         shown["feedback"] = [present_feedback(record["id"], f) for f in record["feedback"]]
-    shown["images"] = {name.rsplit(".", 1)[0]: link(name) for name in record["images"]}
+    shown["images"] = _links(record["id"], record["images"])
     if record.get("rois"):
-        shown["rois"] = [{**roi, "images": {n.rsplit(".", 1)[0]: link(n) for n in roi["images"]}}
-                         for roi in record["rois"]]
+        shown["rois"] = [present_roi(record["id"], roi) for roi in record["rois"]]
     return shown
+
+
+def correct_roi(user_id: str, record: dict, prompt: dict) -> dict:
+    """A clinician's prompt -> a new ROI stored with the analysis; the analysis turns malignant
+    when the new ROI is. 422 when the prompt points at no lesion (nothing stored)."""
+    image = get_store().read_image(user_id, record["id"], "original.png")
+    box = None
+    if "box" in prompt:
+        box = np.array([prompt["box"][k] for k in ("x0", "y0", "x1", "y1")], dtype=np.float32)
+    points = labels = None
+    if "points" in prompt:
+        points = np.array([[p["x"], p["y"]] for p in prompt["points"]], dtype=np.float32)
+        labels = np.array([1 if p["positive"] else 0 for p in prompt["points"]])
+    result = get_analyzer().correct_roi(image, record["modality"], box, points, labels, prompt["operating_point"])
+    if result is None:
+        raise APIError(422, "no_roi_found", "the prompt points at no lesion; nothing was stored")
+    finding, images = result
+    label = "malignant" if finding.label == "malignant" else record["label"]
+    stored = get_store().add_roi(user_id, record["id"], roi_record(finding, "correction", prompt), images, label)
+    if stored is None:
+        raise APIError(404, "not_found", "no such analysis for this user")
+    return stored

@@ -11,7 +11,7 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
 from ml.errors import ImageTooLarge, InvalidImage, UnsupportedImageType
 
@@ -19,6 +19,17 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 JPEG_MAGIC = b"\xff\xd8\xff"
 MAX_SIDE = 8192
 MAX_PIXELS = 40_000_000
+ORIENTATION_TAG = 0x0112
+# EXIF orientation -> the transpose that shows the image upright.
+UPRIGHT = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
 
 
 @dataclass(frozen=True)
@@ -63,6 +74,18 @@ def _to_gray(image: Image.Image) -> Image.Image:
     return image.convert("RGB").convert("L")
 
 
+def _upright(image: Image.Image) -> Image.Image:
+    """A copy of the image turned as its EXIF orientation says.
+
+    Unlike `ImageOps.exif_transpose`, this does not re-encode the EXIF block (the stored PNG
+    drops metadata anyway): Pillow fails with TypeError, AttributeError or struct.error when it
+    re-encodes a block whose tags carry the wrong types, which an upload must not turn into a 500.
+    """
+    orientation = image.getexif().get(ORIENTATION_TAG, 1)
+    method = UPRIGHT.get(orientation) if isinstance(orientation, int) else None
+    return image.transpose(method) if method is not None else image.copy()
+
+
 def _storable(image: Image.Image) -> Image.Image:
     """The oriented image in a mode PNG can hold without loss of what the models used."""
     if image.mode in ("L", "RGB", "RGBA", "LA", "I;16"):
@@ -93,7 +116,7 @@ def decode(data: bytes) -> DecodedImage:
                     )
                 opened.seek(0)  # animated PNG: the first frame
                 opened.load()
-                oriented = ImageOps.exif_transpose(opened)
+                oriented = _upright(opened)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         raise ImageTooLarge(f"decompression bomb refused: {error}") from None
     except (ImageTooLarge, InvalidImage):

@@ -208,6 +208,26 @@ class Analyzer:
             images=images,
         )
 
+    def correct_roi(self, image_png: bytes, modality: str, box: np.ndarray | None, points: np.ndarray | None,
+                    labels: np.ndarray | None, operating_point: str = "screening") -> tuple[RoiFinding, dict[str, bytes]] | None:
+        """A clinician's box and/or clicks -> the ROI they point at, classified, with its crop and
+        mask PNGs (named by suffix: ".png", "_mask.png"); None when the prompt finds no lesion.
+        The image embedding is reused from the analysis while it is in the segmenter's cache."""
+        models = self.models[modality]
+        if models.segmenter is None:
+            raise FeatureUnavailable(f"no ROI segmenter is installed for {modality}")
+        gray = decode(image_png).gray
+        try:
+            roi = models.segmenter.prompted_roi(gray, box, points, labels)
+            if roi is None:
+                return None
+            crop = self._crop(gray, roi)
+            (prediction,) = models.classifier.predict([crop], operating_point)
+        except Exception as error:
+            raise ModelUnavailable(f"ROI correction failed: {error}") from error
+        finding = RoiFinding(0, roi.box, roi.area, roi.confidence, prediction.label, prediction.probabilities, None)
+        return finding, {".png": overlays.png(crop), "_mask.png": overlays.png((roi.mask * 255).astype(np.uint8))}
+
     @staticmethod
     def _crop(gray: np.ndarray, roi: Roi) -> np.ndarray:
         x0, y0, x1, y1 = overlays.crop_box(roi.box, gray.shape)

@@ -155,7 +155,16 @@ def test_missing_file_is_400(client):
     assert "file" in response.get_json()["error"]["details"]["multipart"]
 
 
-def test_roi_extraction_is_refused_explicitly_until_it_exists(client, busbra_png):
+def test_roi_extraction_without_an_installed_segmenter_is_501(tmp_path, busbra_png):
+    import shutil
+
+    from api import create_app
+    from api.config import from_environment
+
+    weights = tmp_path / "weights"
+    shutil.copytree(from_environment()["WEIGHTS_DIR"], weights,
+                    ignore=shutil.ignore_patterns("*sam*"))  # classifiers only
+    client = create_app({"TESTING": True, "DATA_DIR": tmp_path / "data", "WEIGHTS_DIR": weights}).test_client()
     response = upload(client, busbra_png, extract_roi="true")
     assert response.status_code == 501
     assert response.get_json()["error"]["code"] == "feature_unavailable"

@@ -114,3 +114,37 @@ def test_low_confidence_flag_comes_from_the_model_card(client, busbra_png, mias_
         body = upload(client, image, modality=modality, saliency="none").get_json()
         assert body["low_confidence"] is card["reliability"]["low_confidence"]
         assert body["reliability_note"] == card["reliability"]["note"]
+
+
+def test_a_box_correction_adds_a_stored_roi(client, shared_data):
+    import csv
+
+    with open(shared_data / "busbra" / "labels.csv") as handle:
+        row = next(r for r in csv.DictReader(handle) if r["image"].endswith("bus_0003-l.png"))
+    mask = np.asarray(Image.open(shared_data / "busbra" / row["masks"])) > 0
+    ys, xs = np.nonzero(mask)
+    box = {"x0": int(xs.min()), "y0": int(ys.min()), "x1": int(xs.max()), "y1": int(ys.max())}
+    created = upload(client, (shared_data / "busbra" / row["image"]).read_bytes(), saliency="none").get_json()
+    response = client.post(f"/v1/analyses/{created['id']}/roi", json={"box": box})
+    assert response.status_code == 201
+    roi = response.get_json()
+    assert roi["source"] == "correction" and roi["prompt"]["box"] == box
+    overlap = (np.asarray(fetch_image(client, roi["images"][f"roi{roi['index']}_mask"])) > 0) & mask
+    assert overlap.sum() / mask.sum() > 0.5
+    stored = client.get(f"/v1/analyses/{created['id']}").get_json()
+    assert stored["rois"][-1]["index"] == roi["index"] and stored["rois"][-1]["source"] == "correction"
+
+
+@pytest.mark.parametrize("prompt", [{}, {"box": {"x0": 50, "y0": 10, "x1": 20, "y1": 40}},
+                                    {"points": []}, {"points": [{"x": 1}]}])
+def test_invalid_corrections_are_400_and_change_nothing(client, busbra_png, prompt):
+    created = upload(client, busbra_png, saliency="none").get_json()
+    response = client.post(f"/v1/analyses/{created['id']}/roi", json=prompt)
+    assert response.status_code == 400
+    assert client.get(f"/v1/analyses/{created['id']}").get_json()["rois"] is None
+
+
+def test_correction_of_an_unknown_analysis_is_404(client):
+    response = client.post("/v1/analyses/00000000-0000-4000-8000-000000000000/roi",
+                           json={"box": {"x0": 1, "y0": 1, "x1": 9, "y1": 9}})
+    assert response.status_code == 404

@@ -88,3 +88,14 @@ def test_overlap_measures():
     assert _iou(a, b) == pytest.approx(30 / 70)
     assert _dice(a, b) == pytest.approx(60 / 100)
     assert _iou(np.zeros_like(a), np.zeros_like(a)) == 1.0
+
+
+def test_embeddings_are_cached_by_content_and_bounded():
+    segmenter = Segmenter(build_branet_sam_small(img_size=128), cache_size=2)
+    first = segmenter.probability(GRAY, box=np.array([10, 10, 60, 50]))
+    assert segmenter.cached_images() == 1
+    again = segmenter.probability(GRAY, box=np.array([10, 10, 60, 50]))  # from the cache
+    assert np.allclose(first, again) and segmenter.cached_images() == 1
+    for seed in (1, 2):
+        segmenter.probability(np.random.default_rng(seed).integers(0, 256, (50, 50), dtype=np.uint8))
+    assert segmenter.cached_images() == 2

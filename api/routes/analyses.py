@@ -17,8 +17,19 @@ from api.schemas import (
     FeedbackRequestSchema,
     FeedbackSchema,
     PageArgsSchema,
+    RoiCorrectionRequestSchema,
+    RoiSchema,
 )
-from api.service import analyse, edited_mask_png, present, present_feedback, read_upload, store
+from api.service import (
+    analyse,
+    correct_roi,
+    edited_mask_png,
+    present,
+    present_feedback,
+    present_roi,
+    read_upload,
+    store,
+)
 from api.store import get_store
 
 blp = Blueprint("analyses", __name__, url_prefix="/v1/analyses",
@@ -95,6 +106,20 @@ def feedback(body: dict, analysis_id: str):
     if stored is None:
         raise APIError(404, "not_found", NOT_FOUND)
     return present_feedback(analysis_id, stored)
+
+
+@blp.route("/<string:analysis_id>/roi", methods=["POST"])
+@blp.arguments(RoiCorrectionRequestSchema)
+@blp.response(201, RoiSchema)
+@blp.alt_response(400, schema=ApiErrorSchema)
+@blp.alt_response(404, schema=ApiErrorSchema)
+@blp.alt_response(422, schema=ApiErrorSchema, description="the prompt points at no lesion")
+@blp.alt_response(501, schema=ApiErrorSchema, description="no ROI segmenter installed for the modality")
+def roi(prompt: dict, analysis_id: str):
+    """Correct an ROI with a box and/or positive and negative clicks; stored with the analysis."""
+    record = _owned(analysis_id)
+    stored = correct_roi(current_user(), record, prompt)
+    return present_roi(analysis_id, stored)
 
 
 @blp.route("/<string:analysis_id>/images/<string:name>")

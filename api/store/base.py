@@ -38,6 +38,12 @@ class Store(ABC):
         all together or nothing. Returns it with its `version` and `masks` (kind -> image name)."""
 
     @abstractmethod
+    def add_roi(self, owner: str, analysis_id: str, roi: dict, images: dict[str, bytes], label: str) -> dict | None:
+        """Append an ROI (e.g. a clinician's correction) to the analysis with its images (name suffix
+        -> PNG, stored as roi{index}{suffix}) and set the analysis' label; all or nothing.
+        Returns the ROI with its `index` and `images`, or None when there is no such analysis."""
+
+    @abstractmethod
     def read_image(self, owner: str, analysis_id: str, name: str) -> bytes | None:
         """One stored image (the analysis' or its feedback's) of an active analysis of the owner."""
 

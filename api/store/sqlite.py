@@ -137,6 +137,32 @@ class SQLiteStore(Store):
             raise StoreError(f"could not save feedback: {error}") from error
         return stored
 
+    def add_roi(self, owner: str, analysis_id: str, roi: dict, images: dict[str, bytes], label: str) -> dict | None:
+        written: list[Path] = []
+        try:
+            with closing(self._connect()) as db, db:
+                db.execute("BEGIN IMMEDIATE")
+                row = self._active_row(db, owner, analysis_id)
+                if row is None:
+                    return None
+                record = json.loads(row["record"])
+                index = len(record.get("rois") or [])
+                names = {suffix: f"roi{index}{suffix}" for suffix in images}
+                for suffix, name in names.items():
+                    path = self._image_dir(analysis_id) / name
+                    path.write_bytes(images[suffix])
+                    written.append(path)
+                stored = {**roi, "index": index, "images": sorted(names.values())}
+                record["rois"] = (record.get("rois") or []) + [stored]
+                record["images"] = record["images"] + sorted(names.values())
+                record["label"] = label
+                db.execute("UPDATE analyses SET record = ? WHERE id = ?", (json.dumps(record), analysis_id))
+        except (OSError, sqlite3.Error, TypeError) as error:
+            for path in written:
+                path.unlink(missing_ok=True)
+            raise StoreError(f"could not save the ROI: {error}") from error
+        return stored
+
     def read_image(self, owner: str, analysis_id: str, name: str) -> bytes | None:
         record = self.get_analysis(owner, analysis_id)
         if record is None:

@@ -1,6 +1,9 @@
 """Lesion ROIs from any `Sam` model through `SamPredictor`: automatic, or from a user's prompts."""
 from __future__ import annotations
 
+import hashlib
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,17 +28,46 @@ class Roi:
     confidence: float
 
 
-class Segmenter:
-    """Runs one `Sam` model. A fresh `SamPredictor` per image keeps concurrent calls independent."""
+@dataclass(frozen=True)
+class _Embedding:
+    features: torch.Tensor
+    original_size: tuple[int, int]
+    input_size: tuple[int, int]
 
-    def __init__(self, model: Sam) -> None:
+
+class Segmenter:
+    """Runs one `Sam` model. A fresh `SamPredictor` per call keeps concurrent calls independent;
+    image embeddings are kept in a bounded cache keyed by image content, so that a clinician's
+    prompt correction on an image just analysed reuses its embedding (recomputed when evicted)."""
+
+    def __init__(self, model: Sam, cache_size: int = 32) -> None:
         self.model = model.eval()
+        self.cache_size = cache_size
+        self._cache: OrderedDict[str, _Embedding] = OrderedDict()
+        self._lock = threading.Lock()
 
     def _predictor(self, gray: np.ndarray) -> SamPredictor:
+        key = hashlib.sha256(gray.tobytes() + str(gray.shape).encode()).hexdigest()
         predictor = SamPredictor(self.model)
-        with torch.inference_mode():
-            predictor.set_image(np.repeat(gray[:, :, None], 3, axis=2))
+        with self._lock:
+            cached = self._cache.get(key)
+            if cached is not None:
+                self._cache.move_to_end(key)
+        if cached is None:
+            with torch.inference_mode():
+                predictor.set_image(np.repeat(gray[:, :, None], 3, axis=2))
+            cached = _Embedding(predictor.features, predictor.original_size, predictor.input_size)
+            with self._lock:
+                self._cache[key] = cached
+                while len(self._cache) > self.cache_size:
+                    self._cache.popitem(last=False)
+        else:  # the state `SamPredictor.set_image` leaves behind
+            predictor.features, predictor.original_size = cached.features, cached.original_size
+            predictor.input_size, predictor.is_image_set = cached.input_size, True
         return predictor
+
+    def cached_images(self) -> int:
+        return len(self._cache)
 
     def probability(self, gray: np.ndarray, box: np.ndarray | None = None,
                     points: np.ndarray | None = None, labels: np.ndarray | None = None) -> np.ndarray:
@@ -49,6 +81,13 @@ class Segmenter:
     def find_rois(self, gray: np.ndarray, settings: RoiSettings = RoiSettings()) -> list[Roi]:
         """Lesions found without any prompt, most confident first."""
         return rois_from_probability(self.probability(gray), settings)
+
+    def prompted_roi(self, gray: np.ndarray, box: np.ndarray | None, points: np.ndarray | None,
+                     labels: np.ndarray | None) -> Roi | None:
+        """The lesion a user's box and/or clicks point at: the largest confident region, or None."""
+        rois = rois_from_probability(self.probability(gray, box, points, labels),
+                                     RoiSettings(min_area_fraction=0.0, confidence_threshold=0.0, max_rois=20))
+        return max(rois, key=lambda roi: roi.area, default=None)
 
 
 def rois_from_probability(probability: np.ndarray, settings: RoiSettings) -> list[Roi]:
