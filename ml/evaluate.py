@@ -18,14 +18,13 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage
 from tqdm import tqdm
 
 from ml.cards import MODALITIES, MODALITY_MODELS, SEGMENTER_MODELS, read_card, verified_weights_path
 from ml.classifier import Classifier
-from ml.datasets import lesion_mask, load_gray, read_folder
+from ml.datasets import load_gray, read_folder
 from ml.metrics import report
-from ml.saliency import SALIENCY_METHODS, Explainer
+from ml.saliency import SALIENCY_METHODS, Explainer, localisation_metrics
 from ml.segmenter.build import load_segmenter
 from ml.segmenter.evaluate import PROMPTS
 from ml.segmenter.evaluate import evaluate as evaluate_segmenter
@@ -58,33 +57,11 @@ def segment(modality: str, prompt: str, folder: Path, weights_dir: Path) -> dict
 
 
 def saliency(modality: str, method: str, folder: Path, weights_dir: Path) -> dict:
-    """Pointing game and energy in mask on the lesion images of a folder with masks.
-
-    pointing_game: share of lesion images whose saliency peak falls inside the lesion mask
-    dilated by 5% of the image diagonal; energy_in_mask: mean share of the (positive) saliency
-    that lies inside the undilated mask. The map explains the malignant class for malignant
-    images and the benign class otherwise, whatever the model predicted.
-    """
+    """Pointing game and energy in mask of the shipped model on a folder with lesion outlines."""
     classifier = Classifier.load(weights_dir, MODALITY_MODELS[modality])
-    explainer = Explainer(classifier)
-    samples = [s for s in read_folder(folder) if s.label in ("benign", "malignant") and (s.masks or s.circles)]
-    hits, energies = [], []
-    for sample in tqdm(samples, desc=f"saliency ({method})", file=sys.stderr):
-        gray = load_gray(sample.path)
-        mask = lesion_mask(sample, gray.shape) > 127
-        heat = explainer.explain(gray, sample.label, method)
-        radius = 0.05 * float(np.hypot(*gray.shape))
-        distance = ndimage.distance_transform_edt(~mask)
-        x, y = heat.peak
-        hits.append(bool(distance[y, x] <= radius))
-        energies.append(float(heat.full[mask].sum() / heat.full.sum()) if heat.full.sum() > 0 else 0.0)
-    return {
-        "model": {"name": classifier.name, "version": classifier.version},
-        "method": method,
-        "n": len(samples),
-        "pointing_game": round(float(np.mean(hits)), 4) if hits else None,
-        "energy_in_mask": round(float(np.mean(energies)), 4) if energies else None,
-    }
+    samples = read_folder(folder)
+    return {"model": {"name": classifier.name, "version": classifier.version}, "method": method,
+            **localisation_metrics(Explainer.for_classifier(classifier), tqdm(samples, file=sys.stderr), method)}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -99,7 +99,7 @@ class Analyzer:
         models = {}
         for modality, name in MODALITY_MODELS.items():
             classifier = Classifier.load(weights_dir, name)
-            entry = ModalityModels(classifier=classifier, explainer=Explainer(classifier))
+            entry = ModalityModels(classifier=classifier, explainer=Explainer.for_classifier(classifier))
             if official_sam is not None:
                 architecture, checkpoint = official_sam
                 entry.segmenter = Segmenter(load_segmenter(architecture, Path(checkpoint)))

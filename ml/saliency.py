@@ -11,14 +11,17 @@ from __future__ import annotations
 import copy
 import threading
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from captum.attr import IntegratedGradients, LayerGradCam
+from scipy import ndimage
 
 from ml.classifier import Classifier
-from ml.preprocess import letterbox_region, to_batch
+from ml.datasets import Sample, lesion_mask, load_gray
+from ml.preprocess import InputSpec, letterbox_region, to_batch
 
 SALIENCY_METHODS = ("gradcam", "integrated_gradients")
 GRID_SIDE = 32  # the long side of the low-resolution map returned as numbers
@@ -34,20 +37,25 @@ class SaliencyMap:
 
 
 class Explainer:
-    """Saliency for one classifier. Captum's hooks work on a private copy of the network, so
-    that they never touch a forward pass of a concurrent classification; a lock serialises
+    """Saliency for one classifier network. Captum's hooks work on a private copy of the network,
+    so that they never touch a forward pass of a concurrent classification; a lock serialises
     saliency requests on that copy."""
 
-    def __init__(self, classifier: Classifier) -> None:
-        self.classifier = classifier
-        self.network = copy.deepcopy(classifier.network).eval()
+    def __init__(self, network: torch.nn.Module, spec: InputSpec, classes: Sequence[str]) -> None:
+        self.network = copy.deepcopy(network).eval()
+        self.spec = spec
+        self.classes = list(classes)
         self.lock = threading.Lock()
+
+    @classmethod
+    def for_classifier(cls, classifier: Classifier) -> "Explainer":
+        return cls(classifier.network, classifier.spec, classifier.classes)
 
     def explain(self, gray: np.ndarray, target: str, method: str = "gradcam", layer: str = "layer4",
                 steps: int = 16) -> SaliencyMap:
-        spec = self.classifier.spec
+        spec = self.spec
         batch = to_batch([gray], spec)
-        target_index = self.classifier.classes.index(target)
+        target_index = self.classes.index(target)
         with self.lock, torch.enable_grad():
             if method == "gradcam":
                 attribution = LayerGradCam(self.network, getattr(self.network, layer)).attribute(
@@ -87,3 +95,27 @@ def _on_image(letterboxed: torch.Tensor, shape: tuple[int, int], size: int, meth
     y, x = np.unravel_index(int(np.argmax(full)), full.shape)
     return SaliencyMap(method=method, target=target, full=full.astype(np.float32), grid=grid.astype(np.float32),
                        peak=(int(x), int(y)))
+
+
+def localisation_metrics(explainer: Explainer, samples: Sequence[Sample], method: str = "gradcam") -> dict:
+    """Does the saliency point at the lesion? On the samples with an outlined lesion:
+
+    pointing_game: share whose saliency peak falls inside the lesion mask dilated by 5% of the
+    image diagonal; energy_in_mask: mean share of the (positive) saliency inside the mask. The map
+    explains the sample's true class (benign or malignant), whatever the model predicted.
+    """
+    hits, energies = [], []
+    for sample in samples:
+        if sample.label not in ("benign", "malignant") or not (sample.masks or sample.circles):
+            continue
+        gray = load_gray(sample.path)
+        mask = lesion_mask(sample, gray.shape) > 127
+        heat = explainer.explain(gray, sample.label, method)
+        x, y = heat.peak
+        hits.append(bool(ndimage.distance_transform_edt(~mask)[y, x] <= 0.05 * float(np.hypot(*gray.shape))))
+        energies.append(float(heat.full[mask].sum() / heat.full.sum()) if heat.full.sum() > 0 else 0.0)
+    return {
+        "n": len(hits),
+        "pointing_game": round(float(np.mean(hits)), 4) if hits else None,
+        "energy_in_mask": round(float(np.mean(energies)), 4) if energies else None,
+    }

@@ -36,6 +36,7 @@ from ml.metrics import balanced_threshold, bootstrap_intervals, report, screenin
 from ml.multitask import ClassifierWithLocalisation
 from ml.preprocess import InputSpec, letterbox, normalise
 from ml.resnet import ARCHITECTURES
+from ml.saliency import Explainer, localisation_metrics
 
 SCREENING_SENSITIVITY = 0.95
 LICENCES = {
@@ -187,23 +188,45 @@ def train_network(
     return model.classifier.eval()
 
 
-def cross_validate(args: argparse.Namespace, data: TrainingData, run_dir: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Out-of-fold logits for every image, and the fold each image was held out in."""
+def fold_network(fold_dir: Path) -> torch.nn.Module:
+    """The classifier a finished fold trained, from its last checkpoint."""
+    model = ClassifierWithLocalisation(ARCHITECTURES["resnet18"](num_classes=len(CLASSES)))
+    model.load_state_dict(torch.load(fold_dir / "checkpoint.pt", weights_only=False)["model"])
+    return model.classifier.eval()
+
+
+def cross_validate(args: argparse.Namespace, data: TrainingData, run_dir: Path) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Out-of-fold logits for every image, the fold each image was held out in, and each fold
+    network's saliency localisation on its held-out lesion images."""
     spec = InputSpec(size=args.size)
     logits = np.zeros((len(data.samples), len(CLASSES)))
     fold_of = np.full(len(data.samples), -1)
+    localisation = []
     for k, (train_idx, held_out) in enumerate(grouped_folds(data.samples, args.folds, args.seed)):
         fold_dir = run_dir / f"fold{k}"
         done = fold_dir / "out_of_fold.npz"
+        network = None
         if done.exists():
-            saved = np.load(done)
-            fold_logits = saved["logits"]
+            fold_logits = np.load(done)["logits"]
         else:
             network = train_network(args, data, train_idx, fold_dir, held_out=held_out)
             fold_logits = predict_logits(network, data.pixels[held_out], spec)
             np.savez(done, logits=fold_logits, held_out=held_out)
         logits[held_out], fold_of[held_out] = fold_logits, k
-    return logits, fold_of
+        saliency_path = fold_dir / "saliency.json"
+        if not saliency_path.exists():
+            explainer = Explainer(network or fold_network(fold_dir), spec, CLASSES)
+            samples = [data.samples[i] for i in held_out]
+            saliency_path.write_text(json.dumps(localisation_metrics(explainer, tqdm(samples, desc=f"fold{k} saliency"))))
+        localisation.append(json.loads(saliency_path.read_text()))
+    total = sum(f["n"] for f in localisation)
+    pooled = {
+        "method": "gradcam (layer4), explaining the true class, each fold's network on its held-out images",
+        "n": total,
+        "pointing_game": round(sum(f["pointing_game"] * f["n"] for f in localisation if f["n"]) / total, 4) if total else None,
+        "energy_in_mask": round(sum(f["energy_in_mask"] * f["n"] for f in localisation if f["n"]) / total, 4) if total else None,
+    }
+    return logits, fold_of, pooled
 
 
 def cross_validated_metrics(data: TrainingData, logits: np.ndarray, fold_of: np.ndarray) -> dict:
@@ -259,8 +282,9 @@ def main(argv: list[str] | None = None) -> None:
     data = TrainingData(samples, args.size, run_dir / f"data_{args.size}.npz")
     log.info("run %s: %d images", vars(args), len(samples))
 
-    logits, fold_of = cross_validate(args, data, run_dir)
+    logits, fold_of, localisation = cross_validate(args, data, run_dir)
     metrics = cross_validated_metrics(data, logits, fold_of)
+    metrics["saliency_localisation"] = localisation
     (run_dir / "cross_validation.json").write_text(json.dumps(metrics, indent=2))
     log.info("cross-validation: %s", json.dumps({k: metrics["pooled"][k] for k in ("auc_malignant", "sensitivity", "specificity", "ece_malignant")}))
 
@@ -314,7 +338,7 @@ def write_model(args: argparse.Namespace, network: torch.nn.Module, data: Traini
             "from 1000 group-bootstrap resamples. The shipped network is trained on all images "
             "with the same recipe.",
             **{k: metrics[k] for k in ("pooled", "per_dataset", "per_fold", "uncalibrated_ece_malignant",
-                                       "balanced_operating_point")},
+                                       "balanced_operating_point", "saliency_localisation")},
         },
         "training": {
             "from_scratch": True,

@@ -161,6 +161,16 @@ def exif_bytes(orientation: int) -> bytes:
     return exif.tobytes()
 
 
+def mistyped_exif(tag: int, kind: int, value: bytes) -> bytes:
+    """EXIF (little-endian) with orientation 6 and one known tag stored with another type."""
+    if kind == 5:  # RATIONAL: 8 bytes after the IFD, at offset 8 + 2 + 2 * 12 + 4
+        field, data_area = struct.pack("<I", 38), value
+    else:
+        field, data_area = value, b""
+    ifd = struct.pack("<HHHIHH", 2, 0x0112, 3, 1, 6, 0) + struct.pack("<HHI", tag, kind, 1 if kind == 5 else 3) + field
+    return b"Exif\0\0II*\0" + struct.pack("<I", 8) + ifd + struct.pack("<I", 0) + data_area
+
+
 def flipped_bytes(data: bytes, seed: int, count: int) -> bytes:
     """`data` with `count` random bytes (after the magic) replaced: bit rot, or a naive fuzzer."""
     rng = np.random.default_rng(seed)
@@ -380,6 +390,18 @@ def corpus() -> list[Hostile]:
         "self-referencing-next-ifd": b"Exif\0\0II*\0" + struct.pack("<IHHHIHHI", 8, 1, 0x0112, 3, 1, 6, 0, 8),
     }.items():
         add(f"exif-malformed-{name}", lambda block=block: after_soi(plain_jpeg(), jpeg_segment(0xE1, block)))
+    # Well-formed EXIF whose tags carry the wrong types: Pillow's exif_transpose raised (a 500)
+    # re-encoding such a block after turning the image.
+    for name, (tag, kind, value) in {
+        "make-as-rational": (0x010F, 5, struct.pack("<II", 1, 2)),
+        "resolution-unit-as-ascii": (0x0128, 2, b"ab\0\0"),
+        "x-resolution-as-ascii": (0x011A, 2, b"72\0\0"),
+    }.items():
+        for fmt, quality in (("JPEG", {"quality": 95}), ("PNG", {})):
+            add(f"exif-mistyped-{name}-{fmt.lower()}",
+                lambda tag=tag, kind=kind, value=value, fmt=fmt, quality=quality: encoded(
+                    Image.fromarray(MARKED), fmt, exif=mistyped_exif(tag, kind, value), **quality),
+                OK, upright=ORIENT[6](MARKED), tolerance=6.0 if fmt == "JPEG" else 0.0)
     add("exif-png-exif-chunk-garbage", lambda: with_png_chunk(base_png(), b"eXIf", b"\x13\x37" * 30))
     add("xmp-jpeg-garbage-orientation",
         lambda: after_soi(plain_jpeg(), jpeg_segment(

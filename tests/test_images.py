@@ -117,3 +117,38 @@ def test_real_decompression_bomb_is_refused():
     assert len(bomb) < 1_000_000
     with pytest.raises(ImageTooLarge):
         decode(bomb)
+
+
+def _exif_with_mistyped_tag(tag: int, kind: int, value: bytes) -> bytes:
+    """A little-endian EXIF block: orientation 6 (turn 90 degrees) and one tag of the wrong type.
+
+    `value` is the tag's 4-byte value field (for an 8-byte RATIONAL, it is stored after the IFD).
+    """
+    entries = [(0x0112, 3, 1, struct.pack("<HH", 6, 0))]
+    data_area = b""
+    if kind == 5:  # RATIONAL: an offset to two LONGs after the IFD
+        data_offset = 8 + 2 + 12 * 2 + 4
+        entries.append((tag, kind, 1, struct.pack("<I", data_offset)))
+        data_area = value
+    else:
+        entries.append((tag, kind, len(value.rstrip(b"\0")) or 1, value))
+    ifd = struct.pack("<H", len(entries)) + b"".join(struct.pack("<HHI", t, k, n) + v for t, k, n, v in entries)
+    return b"Exif\0\0II*\0" + struct.pack("<I", 8) + ifd + struct.pack("<I", 0) + data_area
+
+
+MISTYPED_EXIF = {
+    "make-as-rational": (0x010F, 5, struct.pack("<II", 1, 2)),  # Make is ASCII
+    "resolution-unit-as-ascii": (0x0128, 2, b"ab\0\0"),  # ResolutionUnit is SHORT
+    "x-resolution-as-ascii": (0x011A, 2, b"72\0\0"),  # XResolution is RATIONAL
+}
+
+
+@pytest.mark.parametrize("name", sorted(MISTYPED_EXIF))
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+def test_exif_with_mistyped_tags_is_still_oriented(fmt, name):
+    """Pillow's exif_transpose re-encodes the EXIF block and raised (a 500) on such tags."""
+    tall = Image.fromarray(np.zeros((40, 20), dtype=np.uint8))
+    decoded = decode(encoded(tall, fmt, exif=_exif_with_mistyped_tag(*MISTYPED_EXIF[name])))
+    assert decoded.gray.shape == (20, 40)
+    with Image.open(io.BytesIO(decoded.png)) as stored:
+        assert stored.size == (40, 20) and "exif" not in stored.info

@@ -94,6 +94,8 @@ def test_training_writes_a_loadable_model_and_resumes(tmp_path, shared_data):
     assert card["training"]["from_scratch"] is True and "mias" in card["data"]
     assert "research use only" in card["data"]["mias"]
     assert set(card["metrics"]["pooled"]["ci95"]) == {"auc_malignant", "sensitivity", "specificity"}
+    assert 0 <= card["metrics"]["saliency_localisation"]["pointing_game"] <= 1
+    assert card["threshold"]["balanced"] > 0 and "low_confidence" in card["reliability"]
     model = Classifier.load(tmp_path / "weights", "branet-mg-resnet18")
     assert model.probabilities([np.zeros((64, 64), dtype=np.uint8)]).shape == (1, 3)
 
