@@ -15,12 +15,23 @@ from ml import overlays
 from ml.cards import MODALITY_MODELS, SEGMENTER_MODELS, read_card, verified_weights_path
 from ml.classifier import Classifier
 from ml.decision import MALIGNANT
-from ml.errors import FeatureUnavailable, ModelUnavailable, UnsupportedModality
+from ml.errors import FeatureUnavailable, MLError, ModelUnavailable, UnsupportedModality
 from ml.images import DecodedImage, decode
 from ml.risk import RiskCategory, birads_category
 from ml.saliency import Explainer, SaliencyMap
 from ml.segmenter.build import load_segmenter
 from ml.segmenter.roi import Roi, RoiSettings, Segmenter
+
+
+@contextmanager
+def model_failures(what: str):
+    """Any failure inside a model surfaces as ModelUnavailable: an error, never a label."""
+    try:
+        yield
+    except MLError:
+        raise
+    except Exception as error:
+        raise ModelUnavailable(f"{what} failed: {error}") from error
 
 
 @dataclass(frozen=True)
@@ -131,21 +142,20 @@ class Analyzer:
         stage_ms: dict[str, float] = {}
 
         @contextmanager
-        def stage(name: str):
+        def timed(name: str):
             started = time.perf_counter()
             try:
                 yield
-            except (ModelUnavailable, FeatureUnavailable):
-                raise
-            except Exception as error:  # a model failure surfaces as an error, never as a label
-                if name == "decode":
-                    raise
-                raise ModelUnavailable(f"{name} failed: {error}") from error
             finally:
                 elapsed = (time.perf_counter() - started) * 1000
                 stage_ms[name] = round(stage_ms.get(name, 0.0) + elapsed, 2)
 
-        with stage("decode"):
+        @contextmanager
+        def stage(name: str):
+            with timed(name), model_failures(name):
+                yield
+
+        with timed("decode"):
             image = decode(data)
         gray = image.gray
         classifier = models.classifier
@@ -217,14 +227,12 @@ class Analyzer:
         if models.segmenter is None:
             raise FeatureUnavailable(f"no ROI segmenter is installed for {modality}")
         gray = decode(image_png).gray
-        try:
+        with model_failures("ROI correction"):
             roi = models.segmenter.prompted_roi(gray, box, points, labels)
             if roi is None:
                 return None
             crop = self._crop(gray, roi)
             (prediction,) = models.classifier.predict([crop], operating_point)
-        except Exception as error:
-            raise ModelUnavailable(f"ROI correction failed: {error}") from error
         finding = RoiFinding(0, roi.box, roi.area, roi.confidence, prediction.label, prediction.probabilities, None)
         return finding, {".png": overlays.png(crop), "_mask.png": overlays.png((roi.mask * 255).astype(np.uint8))}
 
