@@ -6,11 +6,13 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MAX_IMAGE_BYTES = 10 * 1024 * 1024  # the app's help screen promises 10 MB
+MAX_DICOM_BYTES = 50 * 1024 * 1024  # default; a DICOM file carries more (16-bit pixels, frames)
 MULTIPART_OVERHEAD = 64 * 1024  # boundaries and the other form fields
 
 
 def from_environment() -> dict:
     """Flask config keys read from the environment; see README's configuration table."""
+    max_dicom_bytes = int(os.environ.get("BRANET_MAX_DICOM_BYTES", MAX_DICOM_BYTES))
     return {
         "DATA_DIR": Path(os.environ.get("BRANET_DATA_DIR", REPO_ROOT / "instance")),
         "WEIGHTS_DIR": Path(os.environ.get("BRANET_WEIGHTS_DIR", REPO_ROOT / "weights")),
@@ -22,9 +24,11 @@ def from_environment() -> dict:
         "RATE_LIMIT": os.environ.get("BRANET_RATE_LIMIT", "60 per minute"),
         # memory:// counts per process; use a shared redis:// or memcached:// URI with several workers.
         "RATE_LIMIT_STORAGE": os.environ.get("BRANET_RATE_LIMIT_STORAGE", "memory://"),
-        "MAX_IMAGE_BYTES": MAX_IMAGE_BYTES,
+        # read_upload applies the limit of the type the file's first bytes show.
+        "MAX_IMAGE_BYTES": MAX_IMAGE_BYTES,  # PNG and JPEG
+        "MAX_DICOM_BYTES": max_dicom_bytes,
         # Werkzeug refuses a larger body (413) from its Content-Length, before reading it.
-        "MAX_CONTENT_LENGTH": MAX_IMAGE_BYTES + MULTIPART_OVERHEAD,
+        "MAX_CONTENT_LENGTH": max(MAX_IMAGE_BYTES, max_dicom_bytes) + MULTIPART_OVERHEAD,
         "API_TITLE": "BraNet API",
         "API_VERSION": "v1",
         "OPENAPI_VERSION": "3.0.3",

@@ -17,6 +17,7 @@ from ml.errors import (
     ImageTooLarge,
     InvalidImage,
     MLError,
+    ModalityMismatch,
     ModelUnavailable,
     UnsupportedImageType,
     UnsupportedModality,
@@ -29,6 +30,7 @@ ML_STATUS = {
     InvalidImage: 400,
     ImageTooLarge: 413,
     UnsupportedModality: 400,
+    ModalityMismatch: 400,
     FeatureUnavailable: 501,
     ModelUnavailable: 503,
 }
@@ -45,6 +47,7 @@ LEGACY_CODES = {
     "payload_too_large": "FILE TOO LARGE",
     "image_too_large": "FILE TOO LARGE",
     "unsupported_modality": "MODALITY NOT SUPPORTED",
+    "modality_mismatch": "MODALITY MISMATCH",
     "validation_error": "INVALID REQUEST",
     "model_unavailable": "ANALYSIS FAILED",
     "store_unavailable": "ANALYSIS NOT STORED",

@@ -18,7 +18,9 @@ class StrictSchema(Schema):
 class UploadSchema(StrictSchema):
     file = fields.Raw(
         required=True,
-        metadata={"type": "string", "format": "binary", "description": "PNG or JPEG, at most 10 MB"},
+        metadata={"type": "string", "format": "binary",
+                  "description": "PNG or JPEG, at most 10 MB; or a DICOM file, at most 50 MB by default "
+                                 "(BRANET_MAX_DICOM_BYTES). The type is decided by content."},
     )
 
 
@@ -41,6 +43,10 @@ class AnalysisOptionsSchema(StrictSchema):
     operating_point = fields.String(load_default="screening", validate=validate.OneOf(("screening", "balanced")),
                                     metadata={"description": "screening: sensitivity >= 0.95 for malignancy; "
                                               "balanced: maximum sensitivity + specificity"})
+    dicom_frame = fields.Integer(load_default=0, validate=validate.Range(min=0, max=10000),
+                                 metadata={"description": "the frame of a multi-frame DICOM file to analyse (0-based, "
+                                           "e.g. in an ultrasound cine loop); 400 when the file has no such "
+                                           "frame; ignored for PNG and JPEG"})
 
 
 class AnalysisRequestSchema(UploadSchema, AnalysisOptionsSchema):
@@ -147,6 +153,8 @@ class RoiSchema(StrictSchema):
     source = fields.String(required=True, validate=validate.OneOf(("automatic", "correction")))
     box = fields.Nested(BoxSchema, required=True, metadata={"description": "inclusive, image pixels"})
     area = fields.Integer(required=True, metadata={"description": "pixels"})
+    area_mm2 = fields.Float(allow_none=True, metadata={"description": "square millimetres, from the DICOM file's "
+                                                       "pixel spacing; null when it is unknown"})
     confidence = fields.Float(required=True)
     label = fields.String(required=True, validate=validate.OneOf(CLASSES))
     probabilities = fields.Dict(keys=fields.String(), values=fields.Float(), required=True)
@@ -187,6 +195,9 @@ class AnalysisSchema(StrictSchema):
     created_at = fields.String(required=True, metadata={"format": "date-time"})
     duration_ms = fields.Float(required=True)
     image = fields.Nested(ImageSizeSchema, required=True)
+    pixel_spacing_mm = fields.List(fields.Float(), allow_none=True,
+                                   metadata={"description": "[row, column] spacing in mm per pixel, from the DICOM "
+                                             "file (Pixel Spacing or its ultrasound regions); null when unknown"})
     images = fields.Dict(keys=fields.String(), values=fields.String(), required=True,
                          metadata={"description": "image name -> URL, served to the owner only"})
     feedback = fields.List(fields.Nested(FeedbackSchema))

@@ -14,19 +14,24 @@ from flask import current_app, g, url_for
 from api.errors import APIError
 from api.models import get_analyzer
 from api.store import get_store
+from ml.dicom import PREAMBLE, is_dicom
 from ml.masks import mask_from_png, mask_from_polygons, mask_png
 from ml.pipeline import Analysis, AnalysisOptions, RoiFinding, SaliencyFinding
 from ml.segmenter.roi import RoiSettings
 
 
 def read_upload(file_storage) -> bytes:
-    """The uploaded file's bytes, refusing a missing part or one over the size limit."""
+    """The uploaded file's bytes, refusing a missing part or one over the size limit of its type:
+    MAX_DICOM_BYTES for a DICOM file (by its first bytes), else MAX_IMAGE_BYTES."""
     if file_storage is None:
         raise APIError(400, "missing_file", "a multipart part named 'file' is required")
-    limit = current_app.config["MAX_IMAGE_BYTES"]
-    data = file_storage.stream.read(limit + 1)
+    head = file_storage.stream.read(PREAMBLE + 4)
+    dicom = is_dicom(head)
+    limit = current_app.config["MAX_DICOM_BYTES" if dicom else "MAX_IMAGE_BYTES"]
+    data = head + file_storage.stream.read(max(limit + 1 - len(head), 0))
     if len(data) > limit:
-        raise APIError(413, "payload_too_large", f"the image must be at most {limit} bytes")
+        kind = "a DICOM file" if dicom else "a PNG or JPEG image"
+        raise APIError(413, "payload_too_large", f"{kind} must be at most {limit} bytes")
     return data
 
 
@@ -43,6 +48,7 @@ def options_from(fields: dict) -> AnalysisOptions:
         saliency_layer=fields.get("saliency_layer", "layer4"),
         saliency_steps=fields.get("saliency_steps", 16),
         operating_point=fields.get("operating_point", "screening"),
+        dicom_frame=fields.get("dicom_frame", 0),
     )
 
 
@@ -64,12 +70,14 @@ def _saliency(finding: SaliencyFinding | None) -> dict | None:
             "peak": {"x": finding.peak[0], "y": finding.peak[1]}, "grid": finding.grid}
 
 
-def roi_record(roi: RoiFinding, source: str, prompt: dict | None = None) -> dict:
+def roi_record(roi: RoiFinding, source: str, prompt: dict | None = None,
+               pixel_spacing_mm: tuple[float, float] | None = None) -> dict:
     record = {
         "index": roi.index,
         "source": source,
         "box": dict(zip(("x0", "y0", "x1", "y1"), roi.box)),
         "area": roi.area,
+        "area_mm2": round(roi.area * pixel_spacing_mm[0] * pixel_spacing_mm[1], 3) if pixel_spacing_mm else None,
         "confidence": roi.confidence,
         "label": roi.label,
         "probabilities": roi.probabilities,
@@ -86,7 +94,7 @@ def record_of(analysis: Analysis, options: dict, started: float) -> dict:
     if analysis.rois is not None:
         rois = [
             {
-                **roi_record(roi, "automatic"),
+                **roi_record(roi, "automatic", pixel_spacing_mm=analysis.image.pixel_spacing_mm),
                 "images": sorted(n for n in analysis.images if n.startswith(f"roi{roi.index}.")
                                  or n.startswith(f"roi{roi.index}_")),
             }
@@ -113,6 +121,7 @@ def record_of(analysis: Analysis, options: dict, started: float) -> dict:
         "duration_ms": round((time.perf_counter() - started) * 1000, 2),
         "stage_ms": analysis.stage_ms,
         "image": {"width": analysis.image.width, "height": analysis.image.height},
+        "pixel_spacing_mm": list(analysis.image.pixel_spacing_mm) if analysis.image.pixel_spacing_mm else None,
         "images": list(analysis.images),
     }
 

@@ -8,7 +8,8 @@ class MLError(Exception):
 
 
 class UnsupportedImageType(MLError):
-    """The bytes are not a PNG or JPEG image (checked by content, not by name)."""
+    """The bytes are not a PNG or JPEG image (checked by content, not by name), or a DICOM file
+    this build cannot decode (its transfer syntax, photometric interpretation or bit depth)."""
 
     code = "unsupported_media_type"
 
@@ -19,6 +20,12 @@ class InvalidImage(MLError):
     code = "invalid_image"
 
 
+class FrameOutOfRange(InvalidImage):
+    """The frame asked for is not in the multi-frame DICOM file."""
+
+    code = "frame_out_of_range"
+
+
 class ImageTooLarge(MLError):
     """The image's dimensions are absurd or it is a decompression bomb."""
 
@@ -27,6 +34,12 @@ class ImageTooLarge(MLError):
 
 class UnsupportedModality(MLError):
     code = "unsupported_modality"
+
+
+class ModalityMismatch(MLError):
+    """A DICOM file's own Modality is not the modality the analysis was asked for."""
+
+    code = "modality_mismatch"
 
 
 class FeatureUnavailable(MLError):

@@ -36,9 +36,10 @@ UPRIGHT = {
 class DecodedImage:
     """An upload after decoding: `gray` feeds the models, `png` is what gets stored."""
 
-    format: str  # "png" or "jpeg"
+    format: str  # "png", "jpeg" or "dicom"
     gray: np.ndarray  # (H, W) uint8
-    png: bytes  # the oriented image, colour kept, metadata dropped, losslessly re-encoded
+    png: bytes  # the oriented image, colour kept, metadata dropped, losslessly re-encoded (DICOM: `gray`)
+    pixel_spacing_mm: tuple[float, float] | None = None  # (row, column) spacing, from a DICOM file
 
     @property
     def width(self) -> int:
@@ -55,7 +56,8 @@ def sniff_format(data: bytes) -> str:
         return "png"
     if data.startswith(JPEG_MAGIC):
         return "jpeg"
-    raise UnsupportedImageType("only PNG and JPEG images are accepted (checked by content)")
+    raise UnsupportedImageType("only PNG and JPEG images, and DICOM files for an analysis, are accepted "
+                               "(checked by content)")
 
 
 def _to_gray(image: Image.Image) -> Image.Image:
@@ -97,10 +99,19 @@ def _storable(image: Image.Image) -> Image.Image:
     return _to_gray(image)
 
 
-def decode(data: bytes) -> DecodedImage:
-    """Decode an uploaded PNG/JPEG into a `DecodedImage`; raise an MLError when refused."""
+def decode(data: bytes, modality: str | None = None, frame: int = 0) -> DecodedImage:
+    """Decode an uploaded PNG/JPEG into a `DecodedImage`; raise an MLError when refused.
+
+    With a `modality` (an analysis), a DICOM file is accepted too: its `frame` (0-based) is
+    decoded and its own Modality checked against `modality` (see ml/dicom.py).
+    """
     if not data:
         raise InvalidImage("the file is empty")
+    if modality is not None:
+        from ml import dicom  # imported here, as ml.dicom builds on this module
+
+        if dicom.is_dicom(data):
+            return dicom.decode_dicom(data, modality, frame)
     kind = sniff_format(data)
     try:
         with warnings.catch_warnings():

@@ -42,6 +42,7 @@ class AnalysisOptions:
     saliency_layer: str = "layer4"  # Grad-CAM's block
     saliency_steps: int = 16  # integrated gradients' steps
     operating_point: str = "screening"  # or "balanced"
+    dicom_frame: int = 0  # the frame of a multi-frame DICOM file (0-based)
 
 
 @dataclass(frozen=True)
@@ -156,7 +157,7 @@ class Analyzer:
                 yield
 
         with timed("decode"):
-            image = decode(data)
+            image = decode(data, modality, options.dicom_frame)
         gray = image.gray
         classifier = models.classifier
         with stage("classify"):

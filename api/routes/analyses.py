@@ -50,10 +50,13 @@ def _owned(analysis_id: str) -> dict:
 class Analyses(MethodView):
     @blp.arguments(AnalysisRequestSchema, location="multipart")
     @blp.response(201, AnalysisSchema)
-    @blp.alt_response(400, schema=ApiErrorSchema, description="invalid field or corrupt image")
+    @blp.alt_response(400, schema=ApiErrorSchema,
+                      description="invalid field, corrupt image, DICOM modality mismatch or frame out of range")
     @blp.alt_response(401, schema=ApiErrorSchema, description="missing or invalid ID token")
-    @blp.alt_response(413, schema=ApiErrorSchema, description="file over 10 MB or absurd dimensions")
-    @blp.alt_response(415, schema=ApiErrorSchema, description="not a PNG or JPEG (by content)")
+    @blp.alt_response(413, schema=ApiErrorSchema,
+                      description="PNG/JPEG over 10 MB, DICOM over its limit (50 MB), or absurd dimensions")
+    @blp.alt_response(415, schema=ApiErrorSchema,
+                      description="not PNG, JPEG or DICOM (by content), or a DICOM encoding not supported")
     @blp.alt_response(501, schema=ApiErrorSchema, description="no ROI segmenter installed for the modality")
     @blp.alt_response(503, schema=ApiErrorSchema, description="model or store unavailable")
     def post(self, form: dict):
