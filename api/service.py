@@ -180,7 +180,8 @@ def correct_roi(user_id: str, record: dict, prompt: dict) -> dict:
         raise APIError(422, "no_roi_found", "the prompt points at no lesion; nothing was stored")
     finding, images = result
     label = "malignant" if finding.label == "malignant" else record["label"]
-    stored = get_store().add_roi(user_id, record["id"], roi_record(finding, "correction", prompt), images, label)
+    roi = roi_record(finding, "correction", prompt, record.get("pixel_spacing_mm"))
+    stored = get_store().add_roi(user_id, record["id"], roi, images, label)
     if stored is None:
         raise APIError(404, "not_found", "no such analysis for this user")
     return stored
