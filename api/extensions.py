@@ -14,6 +14,7 @@ from werkzeug.datastructures import CombinedMultiDict
 
 from api.auth import current_user
 from api.errors import APIError
+from api.schemas import ApiErrorSchema
 
 SWAGGER_ASSETS = "/v1/docs/assets/"
 # Only the requests that run an analysis are rate limited: POST /v1/analyses and the app's route.
@@ -47,6 +48,8 @@ class OpenAPI(Api):
     """Errors are documented per route with the service's own error schema."""
 
     DEFAULT_ERROR_RESPONSE_NAME = None
+    # The 400 that `Blueprint.arguments` documents by itself answers the service's own error body.
+    ERROR_SCHEMA = ApiErrorSchema
 
 
 def rate_limit_key() -> str:

@@ -247,5 +247,10 @@ class ApiErrorDetailSchema(StrictSchema):
     details = fields.Dict()
 
 
+# Documented with every 429 (rate limit), which always carries it.
+RETRY_AFTER = {"Retry-After": {"description": "seconds until the rate limit lets the caller in again",
+                               "required": True, "schema": {"type": "integer", "minimum": 0}}}
+
+
 class ApiErrorSchema(StrictSchema):
     error = fields.Nested(ApiErrorDetailSchema, required=True)

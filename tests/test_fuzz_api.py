@@ -10,9 +10,13 @@ coverage cases), derandomized.
 from __future__ import annotations
 
 import io
+import logging
+import tempfile
+from pathlib import Path
 
 import pytest
 import schemathesis
+import torch
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
@@ -33,9 +37,15 @@ BOUNDED = settings(max_examples=25, deadline=None, derandomize=True, database=No
 @pytest.fixture(scope="module")
 def local_app(tmp_path_factory):
     """Local single-user mode, on a temporary data folder. The rate limit is lifted so that every
-    generated upload reaches the pipeline (429 is checked on its own below)."""
-    return create_app({"TESTING": True, "DATA_DIR": tmp_path_factory.mktemp("fuzz-local") / "data",
-                       "RATE_LIMIT": "100000 per minute"})
+    generated upload reaches the pipeline (429 is checked on its own below). Inference runs on one
+    thread: on a busy CI machine torch's thread pool otherwise slows each small analysis badly."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield create_app({"TESTING": True, "DATA_DIR": tmp_path_factory.mktemp("fuzz-local") / "data",
+                          "RATE_LIMIT": "100000 per minute"})
+    finally:
+        torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -49,35 +59,57 @@ def firebase_app(tmp_path_factory):
                           "FIREBASE_PROJECT_ID": "demo-branet-fuzz"})
 
 
-@pytest.fixture(scope="module")
-def local_schema(local_app):
-    return schemathesis.openapi.from_wsgi("/v1/openapi.json", local_app)
+def _served_document() -> dict:
+    """The OpenAPI document, read once at import so that pytest can list one test per operation.
+
+    schemathesis's fixture-based (lazy) loader fails under pytest 9.2 (it sets the removed
+    `Node._nodeid`), so the schema is built here, from an app with no models and a throwaway data
+    folder; every request is then sent to the fixture apps below (`app=`). The document does not
+    depend on the configuration, which `test_the_document_is_the_one_the_apps_serve` checks.
+    """
+    models_log = logging.getLogger("api.models")
+    level = models_log.level
+    models_log.setLevel(logging.CRITICAL)  # "models not loaded" is expected here
+    try:
+        with tempfile.TemporaryDirectory() as folder:
+            app = create_app({"TESTING": True, "DATA_DIR": Path(folder) / "data",
+                              "WEIGHTS_DIR": Path(folder) / "no-weights"})
+            return app.test_client().get("/v1/openapi.json").get_json()
+    finally:
+        models_log.setLevel(level)
 
 
-@pytest.fixture(scope="module")
-def firebase_schema(firebase_app):
-    return schemathesis.openapi.from_wsgi("/v1/openapi.json", firebase_app)
+DOCUMENT = _served_document()
+# A 5xx is a failure, except 501: the documented answer to a request for ROI extraction where
+# this build has no segmenter for the modality (README: `feature_unavailable`). 500 and 503 stay
+# failures: the models are loaded here, so a 503 would mean one of them failed.
+CONFIG = schemathesis.Config.from_dict(
+    {"checks": {"not_a_server_error": {"expected-statuses": ["2XX", "3XX", "4XX", "501"]}}})
+schema = schemathesis.openapi.from_dict(DOCUMENT, config=CONFIG)
 
 
-local = schemathesis.pytest.from_fixture("local_schema")
-firebase = schemathesis.pytest.from_fixture("firebase_schema")
-
-
-@local.parametrize()
+@schema.parametrize()
 @BOUNDED
-def test_every_operation_answers_as_documented(case):
-    case.call_and_validate(checks=CHECKS)
+def test_every_operation_answers_as_documented(case, local_app):
+    case.call_and_validate(app=local_app, checks=CHECKS)
 
 
-@firebase.parametrize()
+@schema.parametrize()
 @BOUNDED
-def test_every_operation_answers_as_documented_without_a_token(case):
-    case.call_and_validate(checks=CHECKS)
+def test_every_operation_answers_as_documented_without_a_token(case, firebase_app):
+    case.call_and_validate(app=firebase_app, checks=CHECKS)
 
 
-def test_the_document_covers_every_route(local_app, local_schema):
+@pytest.mark.parametrize("app_fixture", ["local_app", "firebase_app"])
+def test_the_document_is_the_one_the_apps_serve(request, app_fixture):
+    served = request.getfixturevalue(app_fixture).test_client().get("/v1/openapi.json").get_json()
+    assert served == DOCUMENT
+
+
+def test_the_document_covers_every_route(local_app):
     """Fuzzing only reaches what the document lists: every API route must be in it."""
-    documented = {(op.method.upper(), op.path) for op in (r.ok() for r in local_schema.get_all_operations())}
+    documented = {(method.upper(), path) for path, item in DOCUMENT["paths"].items() for method in item
+                  if method != "parameters"}
     served = set()
     for rule in local_app.url_map.iter_rules():
         path = rule.rule.replace("<string:", "{").replace("<", "{").replace(">", "}")
@@ -91,7 +123,7 @@ def test_the_document_covers_every_route(local_app, local_schema):
 @pytest.mark.parametrize("path", ["/v1/analyses", "/evaluate-image/{modality}/"])
 def test_rate_limited_answers_are_documented(tmp_path, path):
     app = create_app({"TESTING": True, "DATA_DIR": tmp_path / "data", "RATE_LIMIT": "1 per minute"})
-    operation = schemathesis.openapi.from_wsgi("/v1/openapi.json", app)[path]["POST"]
+    operation = schema[path]["POST"]
     url = path.replace("{modality}", "ultrasound")
     client = app.test_client()
     responses = [client.post(url, data={"modality": "ultrasound", "file": (io.BytesIO(b"not an image"), "x.png")},

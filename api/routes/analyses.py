@@ -17,6 +17,7 @@ from api.schemas import (
     FeedbackRequestSchema,
     FeedbackSchema,
     PageArgsSchema,
+    RETRY_AFTER,
     RoiCorrectionRequestSchema,
     RoiSchema,
 )
@@ -36,6 +37,7 @@ blp = Blueprint("analyses", __name__, url_prefix="/v1/analyses",
                 description="Analyses of breast images, owned by the caller")
 
 NOT_FOUND = "no such analysis for this user"
+UNAUTHORIZED = "missing or invalid ID token (Firebase mode)"
 MASK_KINDS = ("missed_lesions", "ignore_regions")
 
 
@@ -52,11 +54,12 @@ class Analyses(MethodView):
     @blp.response(201, AnalysisSchema)
     @blp.alt_response(400, schema=ApiErrorSchema,
                       description="invalid field, corrupt image, DICOM modality mismatch or frame out of range")
-    @blp.alt_response(401, schema=ApiErrorSchema, description="missing or invalid ID token")
+    @blp.alt_response(401, schema=ApiErrorSchema, description=UNAUTHORIZED)
     @blp.alt_response(413, schema=ApiErrorSchema,
                       description="PNG/JPEG over 10 MB, DICOM over its limit (50 MB), or absurd dimensions")
     @blp.alt_response(415, schema=ApiErrorSchema,
                       description="not PNG, JPEG or DICOM (by content), or a DICOM encoding not supported")
+    @blp.alt_response(429, schema=ApiErrorSchema, headers=RETRY_AFTER, description="over the rate limit")
     @blp.alt_response(501, schema=ApiErrorSchema, description="no ROI segmenter installed for the modality")
     @blp.alt_response(503, schema=ApiErrorSchema, description="model or store unavailable")
     def post(self, form: dict):
@@ -70,7 +73,7 @@ class Analyses(MethodView):
 
     @blp.arguments(PageArgsSchema, location="query")
     @blp.response(200, AnalysisPageSchema)
-    @blp.alt_response(401, schema=ApiErrorSchema)
+    @blp.alt_response(401, schema=ApiErrorSchema, description=UNAUTHORIZED)
     def get(self, args: dict):
         """The caller's history, newest first."""
         items, total = get_store().list_analyses(current_user(), args["limit"], args["offset"])
@@ -80,12 +83,14 @@ class Analyses(MethodView):
 @blp.route("/<string:analysis_id>")
 class Analysis(MethodView):
     @blp.response(200, AnalysisSchema)
+    @blp.alt_response(401, schema=ApiErrorSchema, description=UNAUTHORIZED)
     @blp.alt_response(404, schema=ApiErrorSchema)
     def get(self, analysis_id: str):
         """One analysis of the caller's, with its feedback."""
         return present(_owned(analysis_id))
 
     @blp.response(204)
+    @blp.alt_response(401, schema=ApiErrorSchema, description=UNAUTHORIZED)
     @blp.alt_response(404, schema=ApiErrorSchema)
     def delete(self, analysis_id: str):
         """Soft delete: the analysis leaves the history, as in the app."""
@@ -98,6 +103,7 @@ class Analysis(MethodView):
 @blp.arguments(FeedbackRequestSchema)
 @blp.response(201, FeedbackSchema)
 @blp.alt_response(400, schema=ApiErrorSchema, description="invalid label, comment or mask")
+@blp.alt_response(401, schema=ApiErrorSchema, description=UNAUTHORIZED)
 @blp.alt_response(404, schema=ApiErrorSchema)
 def feedback(body: dict, analysis_id: str):
     """Record the clinician's verdict and edited masks; earlier feedback is kept, never overwritten."""
@@ -115,6 +121,7 @@ def feedback(body: dict, analysis_id: str):
 @blp.arguments(RoiCorrectionRequestSchema)
 @blp.response(201, RoiSchema)
 @blp.alt_response(400, schema=ApiErrorSchema)
+@blp.alt_response(401, schema=ApiErrorSchema, description=UNAUTHORIZED)
 @blp.alt_response(404, schema=ApiErrorSchema)
 @blp.alt_response(422, schema=ApiErrorSchema, description="the prompt points at no lesion")
 @blp.alt_response(501, schema=ApiErrorSchema, description="no ROI segmenter installed for the modality")
@@ -127,6 +134,7 @@ def roi(prompt: dict, analysis_id: str):
 
 @blp.route("/<string:analysis_id>/images/<string:name>")
 @blp.doc(responses={200: {"description": "PNG image", "content": {"image/png": {}}}})
+@blp.alt_response(401, schema=ApiErrorSchema, description=UNAUTHORIZED)
 @blp.alt_response(404, schema=ApiErrorSchema)
 def image(analysis_id: str, name: str):
     """A stored image of the caller's analysis, served only to its owner."""

@@ -6,7 +6,7 @@ from flask import request
 from api.auth import current_user
 from api.errors import APIError
 from api.extensions import Blueprint
-from api.schemas import LegacyArgsSchema, LegacyEnvelopeSchema, UploadSchema
+from api.schemas import RETRY_AFTER, LegacyArgsSchema, LegacyEnvelopeSchema, UploadSchema
 from api.service import analyse, read_upload, store
 from ml.cards import MODALITIES
 
@@ -23,6 +23,7 @@ blp = Blueprint("legacy", __name__, description="The route the existing mobile a
 @blp.alt_response(413, schema=LegacyEnvelopeSchema)
 @blp.alt_response(415, schema=LegacyEnvelopeSchema)
 @blp.alt_response(422, schema=LegacyEnvelopeSchema, description="NO ROI FOUND")
+@blp.alt_response(429, schema=LegacyEnvelopeSchema, headers=RETRY_AFTER, description="over the rate limit")
 @blp.alt_response(501, schema=LegacyEnvelopeSchema)
 @blp.alt_response(503, schema=LegacyEnvelopeSchema)
 def evaluate_image(args: dict, modality: str):
