@@ -222,11 +222,15 @@ class ReadySchema(StrictSchema):
 
 
 class ModelCardSchema(StrictSchema):
+    kind = fields.String(required=True, validate=validate.OneOf(("classifier", "segmenter")))
     modality = fields.String(required=True)
     name = fields.String(required=True)
     version = fields.String(required=True)
-    classes = fields.List(fields.String(), required=True)
-    threshold = fields.Float(required=True)
+    classes = fields.List(fields.String(), metadata={"description": "classifiers only"})
+    threshold = fields.Float(metadata={"description": "classifiers only: the screening threshold"})
+    thresholds = fields.Dict(keys=fields.String(), values=fields.Float(),
+                             metadata={"description": "classifiers only: threshold per operating point"})
+    low_confidence = fields.Boolean(metadata={"description": "classifiers only"})
     metrics = fields.Dict(required=True)
     intended_use = fields.String(required=True)
 

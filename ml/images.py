@@ -11,7 +11,7 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from ml.errors import ImageTooLarge, InvalidImage, UnsupportedImageType
 
@@ -133,7 +133,10 @@ def decode(data: bytes, modality: str | None = None, frame: int = 0) -> DecodedI
     except (ImageTooLarge, InvalidImage):
         raise
     except (OSError, SyntaxError, ValueError, EOFError) as error:
-        raise InvalidImage(f"the {kind.upper()} file cannot be decoded: {error}") from None
+        # Pillow's own message can name internal objects; say what is wrong in the caller's terms.
+        unreadable = isinstance(error, UnidentifiedImageError)
+        reason = "its content is not a readable image" if unreadable else "it is truncated or corrupt"
+        raise InvalidImage(f"the {kind.upper()} file cannot be decoded: {reason}") from None
     gray = np.asarray(_to_gray(oriented), dtype=np.uint8).copy()
     buffer = io.BytesIO()
     _storable(oriented).save(buffer, format="PNG")

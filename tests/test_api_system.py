@@ -22,8 +22,10 @@ def test_ready_when_models_loaded_and_store_writable(client):
 
 
 def test_models_lists_both_modalities_with_card_metrics(client):
-    models = {m["modality"]: m for m in client.get("/v1/models").get_json()["models"]}
+    listed = client.get("/v1/models").get_json()["models"]
+    models = {m["modality"]: m for m in listed if m["kind"] == "classifier"}
     assert set(models) == {"ultrasound", "mammography"}
+    assert any(m["kind"] == "segmenter" and m["modality"] == "ultrasound" for m in listed)
     for model in models.values():
         assert model["version"] and 0 < model["threshold"] < 1
         assert "pooled" in model["metrics"]

@@ -45,17 +45,17 @@ def models():
     """The loaded models, their versions, and the metrics from their model cards."""
     analyzer = current_app.extensions["branet.analyzer"]
     cards = analyzer.model_cards() if analyzer else []
-    return {
-        "models": [
-            {
-                "modality": card["modality"],
-                "name": card["name"],
-                "version": card["version"],
-                "classes": card["classes"],
-                "threshold": card["threshold"]["malignant"],
-                "metrics": card["metrics"],
-                "intended_use": card["intended_use"],
-            }
-            for card in cards
-        ]
-    }
+    return {"models": [_listed(card) for card in cards]}
+
+
+def _listed(card: dict) -> dict:
+    """A classifier card (classes, thresholds) or a segmenter card, as /v1/models lists it."""
+    listed = {key: card[key] for key in ("modality", "name", "version", "metrics", "intended_use")}
+    if "classes" in card:
+        listed.update(kind="classifier", classes=card["classes"], threshold=card["threshold"]["malignant"],
+                      thresholds={"screening": card["threshold"]["malignant"],
+                                  "balanced": card["threshold"]["balanced"]},
+                      low_confidence=card["reliability"]["low_confidence"])
+    else:
+        listed["kind"] = "segmenter"
+    return listed
