@@ -4,6 +4,9 @@ from __future__ import annotations
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from ml.cards import MODALITIES
+from ml.pipeline import AnalysisOptions
+
+DEFAULTS = AnalysisOptions()  # the pipeline's defaults are the API's defaults
 
 CLASSES = ("normal", "benign", "malignant")
 
@@ -28,22 +31,23 @@ class AnalysisOptionsSchema(StrictSchema):
     """Options of an analysis; the ranges and defaults appear in the OpenAPI document."""
 
     extract_roi = fields.Boolean(load_default=False, metadata={"description": "find lesion ROIs and classify each"})
-    saliency = fields.String(load_default="gradcam", validate=validate.OneOf(("gradcam", "integrated_gradients", "none")),
+    saliency = fields.String(load_default=DEFAULTS.saliency, validate=validate.OneOf(("gradcam", "integrated_gradients", "none")),
                              metadata={"description": "saliency method; none turns saliency off"})
-    saliency_layer = fields.String(load_default="layer4", validate=validate.OneOf(("layer3", "layer4")),
+    saliency_layer = fields.String(load_default=DEFAULTS.saliency_layer, validate=validate.OneOf(("layer3", "layer4")),
                                    metadata={"description": "Grad-CAM's block (layer3 is finer, layer4 more semantic)"})
-    saliency_steps = fields.Integer(load_default=16, validate=validate.Range(min=4, max=64),
+    saliency_steps = fields.Integer(load_default=DEFAULTS.saliency_steps, validate=validate.Range(min=4, max=64),
                                     metadata={"description": "integration steps of integrated gradients"})
-    roi_min_area = fields.Float(load_default=0.002, validate=validate.Range(min=0.0, max=0.5),
+    roi_min_area = fields.Float(load_default=DEFAULTS.roi.min_area_fraction, validate=validate.Range(min=0.0, max=0.5),
                                 metadata={"description": "smallest ROI, as a fraction of the image area"})
-    roi_confidence = fields.Float(load_default=0.5, validate=validate.Range(min=0.0, max=1.0),
+    roi_confidence = fields.Float(load_default=DEFAULTS.roi.confidence_threshold, validate=validate.Range(min=0.0, max=1.0),
                                   metadata={"description": "smallest mean lesion probability inside an ROI"})
-    roi_max = fields.Integer(load_default=5, validate=validate.Range(min=1, max=20),
+    roi_max = fields.Integer(load_default=DEFAULTS.roi.max_rois, validate=validate.Range(min=1, max=20),
                              metadata={"description": "most ROIs returned, most confident first"})
-    operating_point = fields.String(load_default="screening", validate=validate.OneOf(("screening", "balanced")),
+    operating_point = fields.String(load_default=DEFAULTS.operating_point,
+                                    validate=validate.OneOf(("screening", "balanced")),
                                     metadata={"description": "screening: sensitivity >= 0.95 for malignancy; "
                                               "balanced: maximum sensitivity + specificity"})
-    dicom_frame = fields.Integer(load_default=0, validate=validate.Range(min=0, max=10000),
+    dicom_frame = fields.Integer(load_default=DEFAULTS.dicom_frame, validate=validate.Range(min=0, max=10000),
                                  metadata={"description": "the frame of a multi-frame DICOM file to analyse (0-based, "
                                            "e.g. in an ultrasound cine loop); 400 when the file has no such "
                                            "frame; ignored for PNG and JPEG"})

@@ -36,19 +36,16 @@ def read_upload(file_storage) -> bytes:
 
 
 def options_from(fields: dict) -> AnalysisOptions:
-    """Validated request fields (see AnalysisOptionsSchema) -> the pipeline's options."""
+    """Request fields loaded by AnalysisOptionsSchema (every default filled) -> the pipeline's options."""
     return AnalysisOptions(
-        extract_roi=fields.get("extract_roi", False),
-        roi=RoiSettings(
-            min_area_fraction=fields.get("roi_min_area", RoiSettings.min_area_fraction),
-            confidence_threshold=fields.get("roi_confidence", RoiSettings.confidence_threshold),
-            max_rois=fields.get("roi_max", RoiSettings.max_rois),
-        ),
-        saliency=None if fields.get("saliency", "gradcam") == "none" else fields.get("saliency", "gradcam"),
-        saliency_layer=fields.get("saliency_layer", "layer4"),
-        saliency_steps=fields.get("saliency_steps", 16),
-        operating_point=fields.get("operating_point", "screening"),
-        dicom_frame=fields.get("dicom_frame", 0),
+        extract_roi=fields["extract_roi"],
+        roi=RoiSettings(min_area_fraction=fields["roi_min_area"], confidence_threshold=fields["roi_confidence"],
+                        max_rois=fields["roi_max"]),
+        saliency=None if fields["saliency"] == "none" else fields["saliency"],
+        saliency_layer=fields["saliency_layer"],
+        saliency_steps=fields["saliency_steps"],
+        operating_point=fields["operating_point"],
+        dicom_frame=fields["dicom_frame"],
     )
 
 

@@ -40,7 +40,6 @@ def test_modality_is_case_insensitive_as_the_app_lower_cases_it(client, mias_png
         (lambda png: b"plain text pretending" * 20, "ultrasound", "extract_roi=false", 415, "NO FILE ALLOWED"),
         (lambda png: None, "ultrasound", "extract_roi=false", 400, "NO DATA UPLOAD"),
         (lambda png: png, "xray", "extract_roi=false", 400, "MODALITY NOT SUPPORTED"),
-        (lambda png: png, "ultrasound", "extract_roi=true", 501, "ROI EXTRACTION UNAVAILABLE"),
         (lambda png: png, "ultrasound", "extract_roi=maybe", 400, "INVALID REQUEST"),
         (lambda png: png + os.urandom(11 * 1024 * 1024), "ultrasound", "extract_roi=false", 413, "FILE TOO LARGE"),
     ],
@@ -56,3 +55,18 @@ def test_error_envelopes(client, busbra_png, make_body, modality, query, status,
 def test_malformed_authorization_header_is_not_a_500_in_local_mode(client, busbra_png):
     response = post_legacy(client, busbra_png, headers={"Authorization": "Bearer"})
     assert response.status_code == 200
+
+
+def test_roi_request_without_an_installed_segmenter_is_the_envelope_with_501(tmp_path, busbra_png):
+    import shutil
+
+    from api import create_app
+    from api.config import from_environment
+
+    weights = tmp_path / "weights"
+    shutil.copytree(from_environment()["WEIGHTS_DIR"], weights, ignore=shutil.ignore_patterns("*sam*"))
+    client = create_app({"TESTING": True, "DATA_DIR": tmp_path / "data", "WEIGHTS_DIR": weights}).test_client()
+    response = post_legacy(client, busbra_png, query="extract_roi=true")
+    assert response.status_code == 501
+    assert response.get_json() == {"result": "ERROR", "aditionalInfo": "ROI EXTRACTION UNAVAILABLE", "idResult": None}
+    assert record_count(client) == 0

@@ -6,7 +6,7 @@ from flask import request
 from api.auth import current_user
 from api.errors import APIError
 from api.extensions import Blueprint
-from api.schemas import RETRY_AFTER, LegacyArgsSchema, LegacyEnvelopeSchema, UploadSchema
+from api.schemas import RETRY_AFTER, AnalysisOptionsSchema, LegacyArgsSchema, LegacyEnvelopeSchema, UploadSchema
 from api.service import analyse, read_upload, store
 from ml.cards import MODALITIES
 
@@ -33,7 +33,8 @@ def evaluate_image(args: dict, modality: str):
     if modality not in MODALITIES:
         raise APIError(400, "unsupported_modality", f"modality must be one of {list(MODALITIES)}")
     data = read_upload(request.files.get("file"))
-    analysis, record = analyse(data, modality, {"extract_roi": args["extract_roi"]})
+    options = AnalysisOptionsSchema().load({"extract_roi": args["extract_roi"]})  # the rest at defaults
+    analysis, record = analyse(data, modality, options)
     if analysis.rois == []:
         # The app shows its "no ROI found" alert; there is nothing for it to read, so nothing is stored.
         raise APIError(422, "no_roi_found", "ROI extraction found no lesion in the image")
