@@ -29,7 +29,8 @@ from tqdm import tqdm
 
 from ml.augment import augment
 from ml.calibration import expected_calibration_error, fit_temperature, softmax
-from ml.cards import MODALITIES, MODALITY_MODELS, sha256_of, write_card
+from ml.cards import MODALITY_MODELS, sha256_of, write_card
+from ml.checkpoints import add_common_arguments, resume, save_checkpoint, settings_of
 from ml.datasets import CLASSES, Sample, grouped_folds, lesion_mask, load_gray, load_samples
 from ml.inference import tta_logits
 from ml.metrics import balanced_threshold, bootstrap_intervals, report, screening_threshold
@@ -56,20 +57,11 @@ log = logging.getLogger("ml.train")
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m ml.train", description=__doc__.split("\n")[0])
-    parser.add_argument("--modality", choices=MODALITIES, required=True)
-    parser.add_argument("--data-root", type=Path, default=Path("../shared/data"))
-    parser.add_argument("--weights-dir", type=Path, default=Path("weights"))
-    parser.add_argument("--run-dir", type=Path, help="checkpoints and log (default runs/<modality>)")
+    add_common_arguments(parser, epochs=20, size=160, batch_size=32, lr=2e-3)
     parser.add_argument("--folds", type=int, default=5)
-    parser.add_argument("--epochs", type=int, default=20)
-    parser.add_argument("--size", type=int, default=160, help="input side in pixels")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--weight-decay", type=float, default=5e-4)
     parser.add_argument("--localisation-weight", type=float, default=0.5,
                         help="weight of the lesion-localisation loss (0 turns the head off)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--version", default=dt.date.today().strftime("%Y.%m.%d"))
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     return parser.parse_args(argv)
 
@@ -126,21 +118,13 @@ def train_network(
     counts = torch.bincount(data.targets[train_idx], minlength=len(CLASSES)).clamp(min=1).float()
     class_weights = (counts.sum() / counts) / (counts.sum() / counts).mean()
     generator = torch.Generator().manual_seed(args.seed)
-    settings = {k: str(v) for k, v in vars(args).items() if k not in ("threads", "version")}
-
+    settings = settings_of(args)
     checkpoint_path = run_dir / "checkpoint.pt"
-    start_epoch = 0
-    if checkpoint_path.exists():
-        checkpoint = torch.load(checkpoint_path, weights_only=False)
-        if checkpoint["settings"] == settings:
-            model.load_state_dict(checkpoint["model"])
-            optimizer.load_state_dict(checkpoint["optimizer"])
-            scheduler.load_state_dict(checkpoint["scheduler"])
-            generator.set_state(checkpoint["generator"])
-            start_epoch = checkpoint["epoch"]
-            log.info("%s: resuming after epoch %d", run_dir, start_epoch)
-        else:
-            log.info("%s: checkpoint is from other settings; starting afresh", run_dir)
+    stateful = {"model": model, "optimizer": optimizer, "scheduler": scheduler}
+    start_epoch, raw = resume(checkpoint_path, settings, stateful)
+    if start_epoch:
+        generator.set_state(raw["generator"])
+        log.info("%s: resuming after epoch %d", run_dir, start_epoch)
 
     train_tensor = torch.as_tensor(train_idx)
     for epoch in range(start_epoch, args.epochs):
@@ -175,24 +159,14 @@ def train_network(
             epoch_report = report(data.labels[held_out], probs, CLASSES, threshold=0.5)
             message += f" held-out auc_malignant {epoch_report['auc_malignant']}"
         log.info(message)
-        torch.save(
-            {
-                "settings": settings,
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "generator": generator.get_state(),
-                "epoch": epoch + 1,
-            },
-            checkpoint_path,
-        )
+        save_checkpoint(checkpoint_path, settings, epoch + 1, stateful, {"generator": generator.get_state()})
     return model.classifier.eval()
 
 
 def fold_network(fold_dir: Path) -> torch.nn.Module:
     """The classifier a finished fold trained, from its last checkpoint."""
     model = ClassifierWithLocalisation(ARCHITECTURES["resnet18"](num_classes=len(CLASSES)))
-    model.load_state_dict(torch.load(fold_dir / "checkpoint.pt", weights_only=False)["model"])
+    model.load_state_dict(torch.load(fold_dir / "checkpoint.pt", weights_only=False)["model"])  # our own file
     return model.classifier.eval()
 
 

@@ -21,7 +21,8 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from ml.augment import photometric
-from ml.cards import MODALITIES, SEGMENTER_MODELS, sha256_of, write_card
+from ml.cards import SEGMENTER_MODELS, sha256_of, write_card
+from ml.checkpoints import add_common_arguments, resume, save_checkpoint, settings_of
 from ml.datasets import grouped_folds, load_samples
 from ml.segmenter.build import build_branet_sam_small
 from ml.segmenter.data import PreparedImage, lesion_boxes, prepare
@@ -34,16 +35,7 @@ log = logging.getLogger("ml.segmenter.train")
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m ml.segmenter.train", description=__doc__.split("\n")[0])
-    parser.add_argument("--modality", choices=MODALITIES, required=True)
-    parser.add_argument("--data-root", type=Path, default=Path("../shared/data"))
-    parser.add_argument("--weights-dir", type=Path, default=Path("weights"))
-    parser.add_argument("--run-dir", type=Path, help="default runs/<modality>-segmenter")
-    parser.add_argument("--epochs", type=int, default=12)
-    parser.add_argument("--size", type=int, default=256)
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--version", default=dt.date.today().strftime("%Y.%m.%d"))
+    add_common_arguments(parser, epochs=12, size=256, batch_size=16, lr=1e-3)
     return parser.parse_args(argv)
 
 
@@ -98,18 +90,13 @@ def train(args: argparse.Namespace, images: list[PreparedImage], run_dir: Path):
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=args.lr, total_steps=steps, pct_start=0.1)
     generator = torch.Generator().manual_seed(args.seed)
     checkpoint_path = run_dir / "checkpoint.pt"
-    settings = {k: str(v) for k, v in vars(args).items() if k != "version"}
-    start_epoch = 0
-    if checkpoint_path.exists():
-        checkpoint = torch.load(checkpoint_path, weights_only=False)
-        if checkpoint["settings"] == settings:
-            model.load_state_dict(checkpoint["model"])
-            optimizer.load_state_dict(checkpoint["optimizer"])
-            scheduler.load_state_dict(checkpoint["scheduler"])
-            rng.bit_generator.state = checkpoint["rng"]
-            generator.set_state(checkpoint["generator"])
-            start_epoch = checkpoint["epoch"]
-            log.info("resuming after epoch %d", start_epoch)
+    settings = settings_of(args)
+    stateful = {"model": model, "optimizer": optimizer, "scheduler": scheduler}
+    start_epoch, raw = resume(checkpoint_path, settings, stateful)
+    if start_epoch:
+        rng.bit_generator.state = raw["rng"]
+        generator.set_state(raw["generator"])
+        log.info("resuming after epoch %d", start_epoch)
     low_res = args.size // 4
     for epoch in range(start_epoch, args.epochs):
         model.train()
@@ -153,9 +140,8 @@ def train(args: argparse.Namespace, images: list[PreparedImage], run_dir: Path):
             total += loss.item() * len(chosen)
             bar.set_postfix(loss=f"{loss.item():.3f}")
         log.info("epoch %d loss %.4f", epoch + 1, total / len(images))
-        torch.save({"settings": settings, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(), "rng": rng.bit_generator.state,
-                    "generator": generator.get_state(), "epoch": epoch + 1}, checkpoint_path)
+        save_checkpoint(checkpoint_path, settings, epoch + 1, stateful,
+                        {"rng": rng.bit_generator.state, "generator": generator.get_state()})
     return model.eval()
 
 

@@ -1,0 +1,49 @@
+"""Resumable training: one checkpoint per epoch, used only when the run's settings match."""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ml.cards import MODALITIES
+
+
+def add_common_arguments(parser: argparse.ArgumentParser, epochs: int, size: int, batch_size: int,
+                         lr: float) -> None:
+    """The options every training command shares, with that command's defaults."""
+    parser.add_argument("--modality", choices=MODALITIES, required=True)
+    parser.add_argument("--data-root", type=Path, default=Path("../shared/data"))
+    parser.add_argument("--weights-dir", type=Path, default=Path("weights"))
+    parser.add_argument("--run-dir", type=Path, help="checkpoints and log")
+    parser.add_argument("--epochs", type=int, default=epochs)
+    parser.add_argument("--size", type=int, default=size, help="input side in pixels")
+    parser.add_argument("--batch-size", type=int, default=batch_size)
+    parser.add_argument("--lr", type=float, default=lr)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--version", default=dt.date.today().strftime("%Y.%m.%d"))
+
+
+def settings_of(args: argparse.Namespace) -> dict[str, str]:
+    """What must match for a checkpoint to be resumed (not the version label or thread count)."""
+    return {k: str(v) for k, v in vars(args).items() if k not in ("threads", "version")}
+
+
+def save_checkpoint(path: Path, settings: dict, epoch: int, stateful: dict[str, Any], raw: dict[str, Any]) -> None:
+    """`stateful`: objects with state_dict() (model, optimizer, scheduler); `raw`: plain states."""
+    torch.save({"settings": settings, "epoch": epoch, "raw": raw,
+                **{name: obj.state_dict() for name, obj in stateful.items()}}, path)
+
+
+def resume(path: Path, settings: dict, stateful: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    """Load a matching checkpoint into `stateful`; returns (epochs done, raw states), or (0, {})."""
+    if not path.exists():
+        return 0, {}
+    checkpoint = torch.load(path, weights_only=False)  # our own file, written by save_checkpoint
+    if checkpoint["settings"] != settings:
+        return 0, {}
+    for name, obj in stateful.items():
+        obj.load_state_dict(checkpoint[name])
+    return checkpoint["epoch"], checkpoint["raw"]
