@@ -91,7 +91,7 @@ def test_app_route_with_roi_answers_ok_and_stores_the_rois(client, shared_data):
 
 
 def test_app_route_answers_no_roi_found_on_an_empty_image_and_stores_nothing(client):
-    blank = png_bytes(np.full((300, 400), 40, dtype=np.uint8))
+    blank = png_bytes(np.full((300, 400), 255, dtype=np.uint8))
     response = client.post("/evaluate-image/ultrasound/?extract_roi=true",
                            data={"file": (io.BytesIO(blank), "image.png")}, content_type="multipart/form-data")
     assert response.status_code == 422

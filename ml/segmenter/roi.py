@@ -16,7 +16,7 @@ from segment_anything.modeling import Sam
 @dataclass(frozen=True)
 class RoiSettings:
     min_area_fraction: float = 0.002  # of the image area; smaller blobs are noise
-    confidence_threshold: float = 0.5  # mean lesion probability inside the ROI
+    confidence_threshold: float = 0.7  # mean lesion probability inside the ROI (chosen on fold-0 validation)
     max_rois: int = 5
 
 
