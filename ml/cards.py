@@ -1,6 +1,7 @@
 """Model cards: the JSON file beside each weights file, and the checksum that binds them."""
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 from pathlib import Path
@@ -18,6 +19,30 @@ SEGMENTER_MODELS = {
     "ultrasound": "branet-us-sam-small",
     "mammography": "branet-mg-sam-small",
 }
+
+
+LICENCES = {
+    "busbra": "BUS-BRA dataset licence (permissive, MIT-style); cite Gomez-Flores et al., "
+    "Medical Physics 2023",
+    "busi": "CC0 1.0; cite Al-Dhabyani et al., Data in Brief 28 (2020) 104863",
+    "mias": "MIAS licence: research use only, no rent, lease or sale; cite Suckling et al., "
+    "The Mammographic Image Analysis Society digital mammogram database, 1994",
+}
+INTENDED_USE = (
+    "Decision support for clinicians reading breast images, not a diagnosis. Every result must be "
+    "reviewed by a qualified clinician."
+)
+
+
+def provenance(weights_path: Path, datasets: list[str]) -> dict:
+    """The fields every model card ends with: data and licences, intended use, the weights' checksum."""
+    return {
+        "data": {name: LICENCES[name] for name in datasets},
+        "intended_use": INTENDED_USE,
+        "weights_file": weights_path.name,
+        "sha256": sha256_of(weights_path),
+        "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
 
 
 def sha256_of(path: Path) -> str:

@@ -17,7 +17,6 @@ command resumes where it stopped. The log of the run is --run-dir/train.log.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import logging
 from pathlib import Path
@@ -29,7 +28,7 @@ from tqdm import tqdm
 
 from ml.augment import augment
 from ml.calibration import expected_calibration_error, fit_temperature, softmax
-from ml.cards import MODALITY_MODELS, sha256_of, write_card
+from ml.cards import MODALITY_MODELS, provenance, write_card
 from ml.checkpoints import add_common_arguments, resume, save_checkpoint, settings_of
 from ml.datasets import CLASSES, Sample, grouped_folds, lesion_mask, load_gray, load_samples
 from ml.inference import tta_logits
@@ -41,17 +40,6 @@ from ml.saliency import Explainer, localisation_metrics
 
 SCREENING_SENSITIVITY = 0.95
 SALIENCY_IMAGES_PER_FOLD = 100
-LICENCES = {
-    "busbra": "BUS-BRA dataset licence (permissive, MIT-style); cite Gomez-Flores et al., "
-    "Medical Physics 2023",
-    "busi": "CC0 1.0; cite Al-Dhabyani et al., Data in Brief 28 (2020) 104863",
-    "mias": "MIAS licence: research use only, no rent, lease or sale; cite Suckling et al., "
-    "The Mammographic Image Analysis Society digital mammogram database, 1994",
-}
-INTENDED_USE = (
-    "Decision support for clinicians reading breast images, not a diagnosis. Every result must be "
-    "reviewed by a qualified clinician."
-)
 log = logging.getLogger("ml.train")
 
 
@@ -327,11 +315,7 @@ def write_model(args: argparse.Namespace, network: torch.nn.Module, data: Traini
             "excluded": "BUSI images in groups with conflicting labels (label_conflict=1)",
         },
         "reliability": reliability(metrics),
-        "data": {name: LICENCES[name] for name in datasets},
-        "intended_use": INTENDED_USE,
-        "weights_file": weights_path.name,
-        "sha256": sha256_of(weights_path),
-        "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        **provenance(weights_path, datasets),
     }
     path = write_card(args.weights_dir, card)
     log.info("wrote %s and %s", weights_path, path)

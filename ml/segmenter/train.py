@@ -10,7 +10,6 @@ patient-grouped split as the classifier's (fold 0) measures Dice and detection t
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import logging
 from pathlib import Path
@@ -21,14 +20,14 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from ml.augment import photometric
-from ml.cards import SEGMENTER_MODELS, sha256_of, write_card
+from ml.cards import SEGMENTER_MODELS, provenance, write_card
 from ml.checkpoints import add_common_arguments, resume, save_checkpoint, settings_of
 from ml.datasets import grouped_folds, load_samples
 from ml.segmenter.build import build_branet_sam_small
 from ml.segmenter.data import PreparedImage, lesion_boxes, prepare
 from ml.segmenter.evaluate import evaluate
 from ml.segmenter.roi import Segmenter
-from ml.train import INTENDED_USE, LICENCES, compact_state
+from ml.train import compact_state
 
 log = logging.getLogger("ml.segmenter.train")
 
@@ -186,11 +185,7 @@ def main(argv: list[str] | None = None) -> None:
             "prompts": "none (all lesions), box around one lesion (jittered), 1-3 positive and 0-2 negative clicks",
             "images": len(images),
         },
-        "data": {name: LICENCES[name] for name in datasets},
-        "intended_use": INTENDED_USE,
-        "weights_file": weights_path.name,
-        "sha256": sha256_of(weights_path),
-        "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        **provenance(weights_path, datasets),
     }
     write_card(args.weights_dir, card)
     log.info("wrote %s", weights_path)
