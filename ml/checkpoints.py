@@ -27,8 +27,10 @@ def add_common_arguments(parser: argparse.ArgumentParser, epochs: int, size: int
 
 
 def settings_of(args: argparse.Namespace) -> dict[str, str]:
-    """What must match for a checkpoint to be resumed (not the version label or thread count)."""
-    return {k: str(v) for k, v in vars(args).items() if k not in ("threads", "version")}
+    """What must match for a checkpoint to be resumed: not where outputs go, the version label
+    or the thread count."""
+    ignored = ("threads", "version", "weights_dir", "run_dir")
+    return {k: str(v) for k, v in vars(args).items() if k not in ignored}
 
 
 def save_checkpoint(path: Path, settings: dict, epoch: int, stateful: dict[str, Any], raw: dict[str, Any]) -> None:

@@ -157,8 +157,13 @@ def main(argv: list[str] | None = None) -> None:
     held_out = [i for i in held_out if samples[i].has_outline]
     images = prepare([samples[i] for i in train_idx], args.size)
     model = train(args, images, run_dir)
-    metrics = {prompt: evaluate(Segmenter(model), [samples[i] for i in held_out], prompt)
+    segmenter, validation = Segmenter(model), [samples[i] for i in held_out]
+    metrics = {prompt: evaluate(segmenter, validation, prompt) for prompt in ("auto", "box", "point")}
+    metrics["per_dataset"] = {
+        name: {prompt: evaluate(segmenter, [s for s in validation if s.dataset == name], prompt)
                for prompt in ("auto", "box", "point")}
+        for name in sorted({s.dataset for s in validation})
+    }
     log.info("validation: %s", json.dumps(metrics))
 
     name = SEGMENTER_MODELS[args.modality]
