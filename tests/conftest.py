@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import io
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from api import create_app
@@ -62,3 +64,16 @@ def upload(client, data: bytes, modality: str = "ultrasound", filename: str = "i
 
 def record_count(client) -> int:
     return client.get("/v1/analyses").get_json()["total"]
+
+
+@contextmanager
+def unlimited_single_thread_app(data_dir: Path, **config):
+    """An app for suites that send hundreds of requests: the rate limit is lifted, and inference
+    runs on one torch thread, since on a busy CI machine torch's thread pool spinning against other
+    processes makes each small analysis many times slower. The thread count is restored after."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield create_app({"TESTING": True, "DATA_DIR": data_dir, "RATE_LIMIT": "100000 per minute", **config})
+    finally:
+        torch.set_num_threads(threads)

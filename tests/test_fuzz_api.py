@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 import schemathesis
-import torch
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
@@ -27,6 +26,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from api import create_app
+from conftest import unlimited_single_thread_app
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
           response_headers_conformance, response_schema_conformance]
@@ -37,15 +37,9 @@ BOUNDED = settings(max_examples=25, deadline=None, derandomize=True, database=No
 @pytest.fixture(scope="module")
 def local_app(tmp_path_factory):
     """Local single-user mode, on a temporary data folder. The rate limit is lifted so that every
-    generated upload reaches the pipeline (429 is checked on its own below). Inference runs on one
-    thread: on a busy CI machine torch's thread pool otherwise slows each small analysis badly."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield create_app({"TESTING": True, "DATA_DIR": tmp_path_factory.mktemp("fuzz-local") / "data",
-                          "RATE_LIMIT": "100000 per minute"})
-    finally:
-        torch.set_num_threads(threads)
+    generated upload reaches the pipeline (429 is checked on its own below)."""
+    with unlimited_single_thread_app(tmp_path_factory.mktemp("fuzz-local") / "data") as app:
+        yield app
 
 
 @pytest.fixture(scope="module")

@@ -17,11 +17,9 @@ from typing import Callable
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
-from api import create_app
-from conftest import record_count, upload
+from conftest import record_count, unlimited_single_thread_app, upload
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 CLASSES = {"normal", "benign", "malignant"}
@@ -551,19 +549,9 @@ LEGACY_SAMPLE = [case for i, case in enumerate(CORPUS) if i % 10 == 0 or case.na
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
     """One app for the whole corpus (loading the models per file would take minutes); the rate
-    limit is lifted so that a few hundred uploads in a minute are all served.
-
-    Inference runs on one thread here: on a busy CI machine, torch's thread pool spinning against
-    other processes made each small analysis 5-10 times slower, and the corpus is about input
-    handling, not throughput.
-    """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield create_app({"TESTING": True, "DATA_DIR": tmp_path_factory.mktemp("hostile") / "data",
-                          "RATE_LIMIT": "100000 per minute"})
-    finally:
-        torch.set_num_threads(threads)
+    limit is lifted so that a few hundred uploads in a minute are all served."""
+    with unlimited_single_thread_app(tmp_path_factory.mktemp("hostile") / "data") as app:
+        yield app
 
 
 def test_the_corpus_is_large_and_names_are_unique():
