@@ -6,7 +6,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from ml.errors import ModelUnavailable
+from ml.errors import ModelUnavailable, WeightsTampered
 
 # The model each modality serves, by card name (weights/<name>.json).
 MODALITY_MODELS = {
@@ -70,7 +70,7 @@ def verified_weights_path(weights_dir: Path, card: dict) -> Path:
         raise ModelUnavailable(f"weights file {path} is missing")
     actual = sha256_of(path)
     if actual != card["sha256"]:
-        raise ModelUnavailable(
+        raise WeightsTampered(
             f"weights file {path} has sha256 {actual}, its card says {card['sha256']}; refusing it"
         )
     return path

@@ -52,3 +52,9 @@ class ModelUnavailable(MLError):
     """A model is missing, fails its checksum, or failed while running."""
 
     code = "model_unavailable"
+
+
+class WeightsTampered(ModelUnavailable):
+    """A weights file does not match the sha256 in its model card. Unlike a missing model, which
+    leaves the service running but not ready, this is never served around: the service refuses to
+    start, so that an operator sees it at deployment."""

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import os
+import socket
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -49,6 +50,13 @@ def app(tmp_path):
 @pytest.fixture
 def client(app):
     return app.test_client()
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on now, for a real server a test starts."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def png_bytes(array: np.ndarray, mode: str | None = None, **save_args) -> bytes:

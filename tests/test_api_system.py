@@ -4,9 +4,12 @@ from __future__ import annotations
 import json
 import shutil
 
+import pytest
+
 from api import create_app
 from api.config import REPO_ROOT
 from conftest import record_count, upload
+from ml.errors import WeightsTampered
 
 
 def test_health_says_local_mode(client):
@@ -61,23 +64,30 @@ def test_unknown_route_and_wrong_method_are_json(client):
     assert wrong.status_code == 405 and "error" in wrong.get_json()
 
 
-def _broken_weights(tmp_path):
+def _copied_weights(tmp_path):
     weights = tmp_path / "weights"
     shutil.copytree(create_app.__globals__["from_environment"]()["WEIGHTS_DIR"], weights)
-    card = json.loads((weights / "branet-us-resnet18.json").read_text())
+    return weights, json.loads((weights / "branet-us-resnet18.json").read_text())
+
+
+def test_weights_failing_their_checksum_stop_the_start_with_a_clear_message(tmp_path):
+    weights, card = _copied_weights(tmp_path)
     with open(weights / card["weights_file"], "r+b") as handle:  # corrupt one byte
         handle.seek(1000)
         byte = handle.read(1)
         handle.seek(1000)
         handle.write(bytes([byte[0] ^ 0xFF]))
-    return weights
+    with pytest.raises(WeightsTampered, match=f"{card['weights_file']} has sha256 .*its card says {card['sha256']}"):
+        create_app({"TESTING": True, "DATA_DIR": tmp_path / "data", "WEIGHTS_DIR": weights})
 
 
-def test_weights_failing_their_checksum_are_refused_and_analyses_answer_503(tmp_path, busbra_png):
-    app = create_app({"TESTING": True, "DATA_DIR": tmp_path / "data", "WEIGHTS_DIR": _broken_weights(tmp_path)})
+def test_a_missing_model_leaves_the_service_up_but_not_ready_and_analyses_answer_503(tmp_path, busbra_png):
+    weights, card = _copied_weights(tmp_path)
+    (weights / card["weights_file"]).unlink()
+    app = create_app({"TESTING": True, "DATA_DIR": tmp_path / "data", "WEIGHTS_DIR": weights})
     client = app.test_client()
     ready = client.get("/v1/ready")
-    assert ready.status_code == 503 and "sha256" in ready.get_json()["checks"]["models"]
+    assert ready.status_code == 503 and "missing" in ready.get_json()["checks"]["models"]
     response = upload(client, busbra_png)
     assert response.status_code == 503
     assert response.get_json()["error"]["code"] == "model_unavailable"
