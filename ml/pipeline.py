@@ -13,8 +13,8 @@ import numpy as np
 
 from ml import overlays
 from ml.cards import MODALITY_MODELS, SEGMENTER_MODELS, read_card, verified_weights_path
-from ml.classifier import Classifier
-from ml.decision import MALIGNANT
+from ml.classifier import Classifier, Prediction
+from ml.decision import MALIGNANT, decide
 from ml.errors import FeatureUnavailable, MLError, ModelUnavailable, UnsupportedModality
 from ml.images import DecodedImage, decode
 from ml.risk import RiskCategory, birads_category
@@ -85,6 +85,31 @@ class Analysis:
     rois: list[RoiFinding] | None = None  # None when not asked for; [] when none was found
     segmenter: dict | None = None  # name and version
     images: dict[str, bytes] = field(default_factory=dict)  # name -> PNG, "original.png" first
+    reused: tuple[str, ...] = ()  # the stages taken from an earlier analysis (`Reuse`) rather than computed
+
+
+@dataclass(frozen=True)
+class Reuse:
+    """What an earlier analysis of the same image computed, for a rerun with other options.
+
+    Used only when `model` (name, version) is the classifier serving now: then the image's
+    probabilities are taken as they are (the operating point only moves the threshold), and its
+    saliency when the method, its parameters and the explained class are the same."""
+
+    model: tuple[str, str]
+    probabilities: dict[str, float]
+    options: AnalysisOptions
+    saliency: SaliencyFinding | None = None
+    saliency_png: bytes | None = None  # its overlay
+
+
+def _same_saliency(a: AnalysisOptions, b: AnalysisOptions) -> bool:
+    """Whether two option sets ask for the same saliency map (only the method's own parameters count)."""
+    if a.saliency != b.saliency:
+        return False
+    if a.saliency == "gradcam":
+        return a.saliency_layer == b.saliency_layer
+    return a.saliency != "integrated_gradients" or a.saliency_steps == b.saliency_steps
 
 
 @dataclass
@@ -102,15 +127,19 @@ class Analyzer:
         self.models = models
 
     @classmethod
-    def from_weights(cls, weights_dir: Path, official_sam: tuple[str, Path] | None = None) -> "Analyzer":
+    def from_weights(cls, weights_dir: Path, official_sam: tuple[str, Path] | None = None,
+                     classifiers: dict[str, str] | None = None) -> "Analyzer":
         """Load every modality's classifier and, where its card exists, its segmenter.
+
+        `classifiers` = {modality: card name} serves another classifier than the shipped one
+        (`MODALITY_MODELS`), e.g. a fine-tuned version.
 
         `official_sam` = (architecture, checkpoint) runs an official SAM checkpoint for every
         modality instead of our own segmenters.
         """
         models = {}
         for modality, name in MODALITY_MODELS.items():
-            classifier = Classifier.load(weights_dir, name)
+            classifier = Classifier.load(weights_dir, (classifiers or {}).get(modality, name))
             entry = ModalityModels(classifier=classifier, explainer=Explainer.for_classifier(classifier))
             if official_sam is not None:
                 architecture, checkpoint = official_sam
@@ -132,9 +161,10 @@ class Analyzer:
                 cards.append(entry.segmenter_card)
         return cards
 
-    def analyse(self, data: bytes, modality: str, options: AnalysisOptions = AnalysisOptions()) -> Analysis:
+    def analyse(self, data: bytes, modality: str, options: AnalysisOptions = AnalysisOptions(),
+                reuse: Reuse | None = None) -> Analysis:
         """Decode, classify, and optionally find ROIs and explain. Raises an `MLError`;
-        a failure is never a result."""
+        a failure is never a result. `reuse`: an earlier analysis of the same image (a rerun)."""
         if modality not in self.models:
             raise UnsupportedModality(f"modality must be one of {sorted(self.models)}, not {modality!r}")
         models = self.models[modality]
@@ -160,8 +190,17 @@ class Analyzer:
             image = decode(data, modality, options.dicom_frame)
         gray = image.gray
         classifier = models.classifier
+        if reuse is not None and reuse.model != (classifier.name, classifier.version):
+            reuse = None  # computed by another model
+        reused: list[str] = []
         with stage("classify"):
-            (prediction,) = classifier.predict([gray], options.operating_point)
+            if reuse is not None:
+                probabilities = dict(reuse.probabilities)
+                prediction = Prediction(decide(probabilities, classifier.thresholds[options.operating_point]),
+                                        probabilities)
+                reused.append("classification")
+            else:
+                (prediction,) = classifier.predict([gray], options.operating_point)
         images = {"original.png": image.png}
         label = prediction.label
 
@@ -175,10 +214,14 @@ class Analyzer:
                 label = MALIGNANT  # the image is malignant when any of its lesions is
 
         saliency = None
-        if options.saliency:
+        explain = lambda picture, target: models.explainer.explain(
+            picture, target, options.saliency, options.saliency_layer, options.saliency_steps)
+        if (options.saliency and reuse is not None and reuse.saliency is not None and reuse.saliency_png
+                and reuse.saliency.target == label and _same_saliency(options, reuse.options)):
+            saliency, images["saliency.png"] = reuse.saliency, reuse.saliency_png
+            reused.append("saliency")
+        elif options.saliency:
             with stage("saliency"):
-                explain = lambda picture, target: models.explainer.explain(
-                    picture, target, options.saliency, options.saliency_layer, options.saliency_steps)
                 heat = explain(gray, label)
                 saliency = SaliencyFinding.of(heat)
                 images["saliency.png"] = overlays.png(overlays.heat_overlay(gray, heat.full))
@@ -217,6 +260,7 @@ class Analyzer:
             rois=rois,
             segmenter={"name": segmenter_card["name"], "version": segmenter_card["version"]} if segmenter_card else None,
             images=images,
+            reused=tuple(reused),
         )
 
     def correct_roi(self, image_png: bytes, modality: str, box: np.ndarray | None, points: np.ndarray | None,
