@@ -1,7 +1,7 @@
 """Marshmallow schemas for every request and response body; the OpenAPI document is built from them."""
 from __future__ import annotations
 
-from marshmallow import Schema, ValidationError, fields, validate, validates_schema
+from marshmallow import Schema, ValidationError, fields, missing, validate, validates_schema
 
 from ml.cards import MODALITIES
 from ml.pipeline import AnalysisOptions
@@ -55,6 +55,18 @@ class AnalysisOptionsSchema(StrictSchema):
 
 class AnalysisRequestSchema(UploadSchema, AnalysisOptionsSchema):
     modality = fields.String(required=True, validate=validate.OneOf(MODALITIES))
+
+
+class RerunRequestSchema(AnalysisOptionsSchema):
+    """New options for an analysis' stored image: the same fields and ranges as the upload's, each
+    optional; a field left out keeps the original analysis' value. `dicom_frame` is not one of them
+    (the frame was chosen at upload; only its pixels are stored)."""
+
+    class Meta(StrictSchema.Meta):
+        exclude = ("dicom_frame",)
+
+    def on_bind_field(self, field_name: str, field_obj: fields.Field) -> None:
+        field_obj.load_default = missing  # left out: the original analysis' value, not the default
 
 
 class PageArgsSchema(StrictSchema):
@@ -205,6 +217,11 @@ class AnalysisSchema(StrictSchema):
     images = fields.Dict(keys=fields.String(), values=fields.String(), required=True,
                          metadata={"description": "image name -> URL, served to the owner only"})
     feedback = fields.List(fields.Nested(FeedbackSchema))
+    rerun_of = fields.String(metadata={"description": "reruns only: the analysis whose uploaded image was "
+                                       "analysed again (the first one, when a rerun is rerun)"})
+    reused = fields.List(fields.String(validate=validate.OneOf(("image", "classification", "saliency"))),
+                         metadata={"description": "reruns only: what was taken from the original analysis "
+                                   "instead of being computed again"})
 
 
 class AnalysisPageSchema(StrictSchema):
@@ -237,6 +254,10 @@ class ModelCardSchema(StrictSchema):
     low_confidence = fields.Boolean(metadata={"description": "classifiers only"})
     metrics = fields.Dict(required=True)
     intended_use = fields.String(required=True)
+    served = fields.Boolean(required=True, metadata={"description": "whether analyses use this model now"})
+    parent = fields.Nested(ModelRefSchema, allow_none=True,
+                           metadata={"description": "fine-tuned classifiers: the model they were fine-tuned from"})
+    fine_tuning = fields.Dict(metadata={"description": "fine-tuned classifiers: the feedback data set and recipe"})
 
 
 class ModelListSchema(StrictSchema):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import datetime as dt
 import time
 import uuid
@@ -13,10 +14,11 @@ from flask import current_app, g, url_for
 
 from api.errors import APIError
 from api.models import get_analyzer
+from api.schemas import AnalysisOptionsSchema
 from api.store import get_store
 from ml.dicom import PREAMBLE, is_dicom
 from ml.masks import mask_from_png, mask_from_polygons, mask_png
-from ml.pipeline import Analysis, AnalysisOptions, RoiFinding, SaliencyFinding
+from ml.pipeline import Analysis, AnalysisOptions, Reuse, RoiFinding, SaliencyFinding
 from ml.segmenter.roi import RoiSettings
 
 
@@ -129,6 +131,49 @@ def analyse(data: bytes, modality: str, options: dict) -> tuple[Analysis, dict]:
     analysis = get_analyzer().analyse(data, modality, options_from(options))
     g.stage_ms = analysis.stage_ms  # for the access log and metrics
     return analysis, record_of(analysis, options, started)
+
+
+def rerun(user_id: str, source: dict, changes: dict) -> tuple[Analysis, dict]:
+    """Analyse a stored analysis' image again with `changes` to its options (the rest kept).
+
+    Returns a new analysis and its record, linked by `rerun_of` to the first analysis of the image;
+    the source record is left exactly as it was. Reused rather than computed again: the stored
+    image (nothing is uploaded or decoded from DICOM again; its pixel spacing is carried over), the
+    classifier's probabilities when the model serving now is the one that made them (the operating
+    point only moves the threshold), and the saliency map and its overlay when the method, its
+    parameters and the explained class are unchanged. ROIs are found again; the segmenter's image
+    embedding is cached by image content, so that part too is reused within a process."""
+    started = time.perf_counter()
+    image = get_store().read_image(user_id, source["id"], "original.png")
+    if image is None:
+        raise APIError(404, "not_found", "no such analysis for this user")
+    # Defaults fill the options a record made before they existed lacks; such a record's results
+    # are not reused, since the option may change what the models see.
+    defaults = AnalysisOptionsSchema().load({})
+    previous = {**defaults, **source.get("options", {})}
+    fields = {**previous, **changes}
+    saliency, overlay = source.get("saliency"), None
+    if saliency is not None and "saliency.png" in source["images"]:
+        overlay = get_store().read_image(user_id, source["id"], "saliency.png")
+    reuse = Reuse(
+        model=(source["model"]["name"], source["model"]["version"]),
+        probabilities=source["probabilities"],
+        options=options_from(previous),
+        saliency=SaliencyFinding(saliency["method"], saliency["target"],
+                                 (saliency["peak"]["x"], saliency["peak"]["y"]), saliency["grid"]) if saliency else None,
+        saliency_png=overlay,
+    )
+    if not defaults.keys() <= source.get("options", {}).keys():
+        reuse = None
+    analysis = get_analyzer().analyse(image, source["modality"], options_from(fields), reuse)
+    if source.get("pixel_spacing_mm"):
+        spacing = tuple(source["pixel_spacing_mm"])
+        analysis = dataclasses.replace(analysis, image=dataclasses.replace(analysis.image, pixel_spacing_mm=spacing))
+    g.stage_ms = analysis.stage_ms
+    record = record_of(analysis, fields, started)
+    record["rerun_of"] = source.get("rerun_of") or source["id"]
+    record["reused"] = ["image", *analysis.reused]
+    return analysis, record
 
 
 def store(user_id: str, analysis: Analysis, record: dict) -> None:
