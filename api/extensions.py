@@ -17,8 +17,8 @@ from api.errors import APIError
 from api.schemas import ApiErrorSchema
 
 SWAGGER_ASSETS = "/v1/docs/assets/"
-# Only the requests that run an analysis are rate limited: POST /v1/analyses and the app's route.
-RATE_LIMITED_ENDPOINTS = frozenset({"analyses.Analyses", "legacy.evaluate_image"})
+# Only the requests that run an analysis are rate limited: POST /v1/analyses, its rerun and the app's route.
+RATE_LIMITED_ENDPOINTS = frozenset({"analyses.Analyses", "analyses.rerun", "legacy.evaluate_image"})
 
 
 class ArgumentsParser(FlaskParser):

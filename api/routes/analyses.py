@@ -18,6 +18,7 @@ from api.schemas import (
     FeedbackSchema,
     PageArgsSchema,
     RETRY_AFTER,
+    RerunRequestSchema,
     RoiCorrectionRequestSchema,
     RoiSchema,
 )
@@ -29,6 +30,7 @@ from api.service import (
     present_feedback,
     present_roi,
     read_upload,
+    rerun as rerun_analysis,
     store,
 )
 from api.store import get_store
@@ -115,6 +117,27 @@ def feedback(body: dict, analysis_id: str):
     if stored is None:
         raise APIError(404, "not_found", NOT_FOUND)
     return present_feedback(analysis_id, stored)
+
+
+@blp.route("/<string:analysis_id>/rerun", methods=["POST"])
+@blp.arguments(RerunRequestSchema)
+@blp.response(201, AnalysisSchema)
+@blp.alt_response(400, schema=ApiErrorSchema, description="an option out of range, or not an option")
+@blp.alt_response(401, schema=ApiErrorSchema, description=UNAUTHORIZED)
+@blp.alt_response(404, schema=ApiErrorSchema)
+@blp.alt_response(429, schema=ApiErrorSchema, headers=RETRY_AFTER, description="over the rate limit")
+@blp.alt_response(501, schema=ApiErrorSchema, description="no ROI segmenter installed for the modality")
+@blp.alt_response(503, schema=ApiErrorSchema, description="model or store unavailable")
+def rerun(changes: dict, analysis_id: str):
+    """Analyse the stored image again with new options: a new analysis, linked by `rerun_of`.
+
+    Options left out keep the original analysis' values. Nothing is uploaded again; the
+    classification and the saliency map are reused when the options do not change them (`reused`
+    says what was). The original analysis, its feedback and its images stay as they were."""
+    user_id = current_user()
+    analysis, record = rerun_analysis(user_id, _owned(analysis_id), changes)
+    store(user_id, analysis, record)
+    return present(record)
 
 
 @blp.route("/<string:analysis_id>/roi", methods=["POST"])
