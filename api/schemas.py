@@ -51,6 +51,10 @@ class AnalysisOptionsSchema(StrictSchema):
                                  metadata={"description": "the frame of a multi-frame DICOM file to analyse (0-based, "
                                            "e.g. in an ultrasound cine loop); 400 when the file has no such "
                                            "frame; ignored for PNG and JPEG"})
+    screen_crop = fields.Boolean(load_default=DEFAULTS.screen_crop,
+                                 metadata={"description": "ultrasound: find the scan area of a scanner screenshot "
+                                           "and analyse only it, with calipers and burned-in text inpainted "
+                                           "(`scan_area`, `marks_removed`); ignored for mammography"})
 
 
 class AnalysisRequestSchema(UploadSchema, AnalysisOptionsSchema):
@@ -217,6 +221,13 @@ class AnalysisSchema(StrictSchema):
     images = fields.Dict(keys=fields.String(), values=fields.String(), required=True,
                          metadata={"description": "image name -> URL, served to the owner only"})
     feedback = fields.List(fields.Nested(FeedbackSchema))
+    scan_area = fields.Nested(BoxSchema, allow_none=True,
+                              metadata={"description": "screen_crop: the scan area the models saw (inclusive, image "
+                                        "pixels); null without it. ROI boxes, masks and saliency stay in the whole "
+                                        "image's pixels (saliency is zero outside the scan area)"})
+    marks_removed = fields.Integer(allow_none=True,
+                                   metadata={"description": "screen_crop: pixels of calipers and burned-in text "
+                                             "inpainted inside the scan area; null without it"})
     rerun_of = fields.String(metadata={"description": "reruns only: the analysis whose uploaded image was "
                                        "analysed again (the first one, when a rerun is rerun)"})
     reused = fields.List(fields.String(validate=validate.OneOf(("image", "classification", "saliency"))),

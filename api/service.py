@@ -48,6 +48,7 @@ def options_from(fields: dict) -> AnalysisOptions:
         saliency_steps=fields["saliency_steps"],
         operating_point=fields["operating_point"],
         dicom_frame=fields["dicom_frame"],
+        screen_crop=fields["screen_crop"],
     )
 
 
@@ -122,6 +123,8 @@ def record_of(analysis: Analysis, options: dict, started: float) -> dict:
         "image": {"width": analysis.image.width, "height": analysis.image.height},
         "pixel_spacing_mm": list(analysis.image.pixel_spacing_mm) if analysis.image.pixel_spacing_mm else None,
         "images": list(analysis.images),
+        "scan_area": analysis.scan_area.to_dict() if analysis.scan_area is not None else None,
+        "marks_removed": analysis.marks_removed,
     }
 
 

@@ -3,12 +3,19 @@
     python -m ml.evaluate classify --modality ultrasound ../shared/data/busi
     python -m ml.evaluate segment --modality ultrasound --prompt box ../shared/data/busbra
     python -m ml.evaluate saliency --modality ultrasound ../shared/data/busi
+    python -m ml.evaluate out-of-fold --modality ultrasound --folds 0 --screen-crop both ../shared/data
 
 Prints one JSON object: n, auc_malignant (malignant vs everything else), auc_lesion (benign or
 malignant vs normal, null without normals), accuracy, sensitivity and specificity for malignancy
 at the shipped threshold, and the confusion matrix. `segment` prints n, dice and iou (lesion
 images), detection_rate, false_rois_per_image and ms_per_image. Nothing is fitted to the
 evaluated data.
+
+`classify --screen-crop on` first crops each image to its scan area and inpaints calipers and
+text, as an analysis with `screen_crop` does. `out-of-fold` is the honest comparison: each
+cross-validation fold's network (runs/<modality>/fold<k>) on the images it never saw, with
+screen cropping off, on, or both, over all of them and over the images where calipers or text
+were found ("annotated") and the rest.
 """
 from __future__ import annotations
 
@@ -22,8 +29,9 @@ from tqdm import tqdm
 
 from ml.cards import MODALITIES, MODALITY_MODELS, SEGMENTER_MODELS, read_card, verified_weights_path
 from ml.classifier import Classifier
-from ml.datasets import load_gray, read_folder
+from ml.datasets import CLASSES, load_gray, read_folder
 from ml.metrics import report
+from ml.screen import clean_scan
 from ml.saliency import SALIENCY_METHODS, Explainer, localisation_metrics
 from ml.segmenter.build import load_segmenter
 from ml.segmenter.evaluate import PROMPTS
@@ -34,18 +42,64 @@ BATCH = 32
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
 
 
-def classify(modality: str, folder: Path, weights_dir: Path) -> dict:
+def _seen(path: Path, screen_crop: bool) -> np.ndarray:
+    """An image as the classifier sees it in an analysis with or without `screen_crop`."""
+    gray = load_gray(path)
+    return clean_scan(gray).gray if screen_crop else gray
+
+
+def _probabilities(classifier: Classifier, paths: list[Path], screen_crop: bool, desc: str) -> np.ndarray:
+    probs = []
+    for start in tqdm(range(0, len(paths), BATCH), desc=desc, file=sys.stderr):
+        probs.append(classifier.probabilities([_seen(p, screen_crop) for p in paths[start : start + BATCH]]))
+    return np.concatenate(probs)
+
+
+def classify(modality: str, folder: Path, weights_dir: Path, screen_crop: bool = False) -> dict:
     classifier = Classifier.load(weights_dir, MODALITY_MODELS[modality])
     samples = [s for s in read_folder(folder) if s.label in classifier.classes]
     if not samples:
         raise SystemExit(f"{folder}/labels.csv lists no image labelled one of {classifier.classes}")
-    probs = []
-    for start in tqdm(range(0, len(samples), BATCH), desc="classify", file=sys.stderr):
-        grays = [load_gray(s.path) for s in samples[start : start + BATCH]]
-        probs.append(classifier.probabilities(grays))
-    result = report([s.label for s in samples], np.concatenate(probs), classifier.classes,
-                    classifier.threshold)
-    return {"model": {"name": classifier.name, "version": classifier.version}, **result}
+    probs = _probabilities(classifier, [s.path for s in samples], screen_crop, "classify")
+    result = report([s.label for s in samples], probs, classifier.classes, classifier.threshold)
+    return {"model": {"name": classifier.name, "version": classifier.version}, "screen_crop": screen_crop, **result}
+
+
+def out_of_fold(modality: str, data_root: Path, run_dir: Path, folds: list[int], settings: list[bool],
+                weights_dir: Path, limit: int | None = None, seed: int = 0) -> dict:
+    """Each fold's network on its own held-out images (calibrated and thresholded as in
+    cross-validation), per screen-crop setting: over all images, the annotated ones (calipers or
+    text found) and the clean ones. `limit`: a random subset of that many held-out images per fold."""
+    from ml.datasets import load_samples
+    from ml.train import fold_network  # training code: imported only for this command
+
+    card = read_card(weights_dir, MODALITY_MODELS[modality])
+    cv = json.loads((run_dir / "cross_validation.json").read_text())
+    card = {**card, "calibration": {**card["calibration"], "temperature": cv["temperature"]},
+            "threshold": {**card["threshold"], "malignant": cv["threshold"], "balanced": cv["balanced_threshold"]}}
+    samples = load_samples(data_root, modality)
+    labels, annotated, probs = [], [], {setting: [] for setting in settings}
+    for k in folds:
+        held_out = np.load(run_dir / f"fold{k}" / "out_of_fold.npz")["held_out"]
+        if limit:
+            held_out = np.sort(np.random.default_rng(seed).permutation(held_out)[:limit])
+        classifier = Classifier(card, fold_network(run_dir / f"fold{k}"))
+        paths = [samples[i].path for i in held_out]
+        labels += [samples[i].label for i in held_out]
+        annotated += [clean_scan(load_gray(p)).marked_pixels > 0 for p in paths]
+        for setting in settings:
+            probs[setting].append(_probabilities(classifier, paths, setting, f"fold{k} screen_crop={setting}"))
+    labels_array, annotated_array = np.array(labels), np.array(annotated)
+    result = {"folds": folds, "n": len(labels), "n_annotated": int(annotated_array.sum()),
+              "limit_per_fold": limit, "threshold": cv["threshold"]}
+    for setting in settings:
+        p = np.concatenate(probs[setting])
+        result[f"screen_crop_{'on' if setting else 'off'}"] = {
+            "all": report(labels_array, p, CLASSES, cv["threshold"]),
+            "annotated": report(labels_array[annotated_array], p[annotated_array], CLASSES, cv["threshold"]),
+            "clean": report(labels_array[~annotated_array], p[~annotated_array], CLASSES, cv["threshold"]),
+        }
+    return result
 
 
 def segment(modality: str, prompt: str, folder: Path, weights_dir: Path) -> dict:
@@ -70,7 +124,17 @@ def main(argv: list[str] | None = None) -> None:
     classify_parser = commands.add_parser("classify", help="classification metrics on a folder")
     classify_parser.add_argument("--modality", choices=MODALITIES, required=True)
     classify_parser.add_argument("--weights-dir", type=Path, default=DEFAULT_WEIGHTS)
+    classify_parser.add_argument("--screen-crop", choices=("on", "off"), default="off",
+                                 help="crop to the scan area and inpaint calipers and text first")
     classify_parser.add_argument("folder", type=Path)
+    oof_parser = commands.add_parser("out-of-fold", help="cross-validation folds' networks on their held-out images")
+    oof_parser.add_argument("--modality", choices=MODALITIES, required=True)
+    oof_parser.add_argument("--run-dir", type=Path, help="default runs/<modality>")
+    oof_parser.add_argument("--folds", type=int, nargs="+", default=[0])
+    oof_parser.add_argument("--screen-crop", choices=("on", "off", "both"), default="both")
+    oof_parser.add_argument("--limit", type=int, help="a random subset of this many held-out images per fold")
+    oof_parser.add_argument("--weights-dir", type=Path, default=DEFAULT_WEIGHTS)
+    oof_parser.add_argument("data_root", type=Path)
     segment_parser = commands.add_parser("segment", help="segmentation and detection metrics on a folder")
     segment_parser.add_argument("--modality", choices=MODALITIES, required=True)
     segment_parser.add_argument("--prompt", choices=PROMPTS, default="auto")
@@ -83,7 +147,11 @@ def main(argv: list[str] | None = None) -> None:
     saliency_parser.add_argument("folder", type=Path)
     args = parser.parse_args(argv)
     if args.command == "classify":
-        result = classify(args.modality, args.folder, args.weights_dir)
+        result = classify(args.modality, args.folder, args.weights_dir, args.screen_crop == "on")
+    elif args.command == "out-of-fold":
+        settings = {"on": [True], "off": [False], "both": [False, True]}[args.screen_crop]
+        result = out_of_fold(args.modality, args.data_root, args.run_dir or Path("runs") / args.modality,
+                             args.folds, settings, args.weights_dir, args.limit)
     elif args.command == "segment":
         result = segment(args.modality, args.prompt, args.folder, args.weights_dir)
     else:

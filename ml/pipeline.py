@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 
 from ml import overlays
 from ml.cards import MODALITY_MODELS, SEGMENTER_MODELS, read_card, verified_weights_path
@@ -18,7 +20,8 @@ from ml.decision import MALIGNANT, decide
 from ml.errors import FeatureUnavailable, MLError, ModelUnavailable, UnsupportedModality
 from ml.images import DecodedImage, decode
 from ml.risk import RiskCategory, birads_category
-from ml.saliency import Explainer, SaliencyMap
+from ml.saliency import GRID_SIDE, Explainer, SaliencyMap
+from ml.screen import Box, clean_scan
 from ml.segmenter.build import load_segmenter
 from ml.segmenter.roi import Roi, RoiSettings, Segmenter
 
@@ -43,6 +46,7 @@ class AnalysisOptions:
     saliency_steps: int = 16  # integrated gradients' steps
     operating_point: str = "screening"  # or "balanced"
     dicom_frame: int = 0  # the frame of a multi-frame DICOM file (0-based)
+    screen_crop: bool = True  # ultrasound: crop to the scan area and inpaint calipers and text first
 
 
 @dataclass(frozen=True)
@@ -86,6 +90,8 @@ class Analysis:
     segmenter: dict | None = None  # name and version
     images: dict[str, bytes] = field(default_factory=dict)  # name -> PNG, "original.png" first
     reused: tuple[str, ...] = ()  # the stages taken from an earlier analysis (`Reuse`) rather than computed
+    scan_area: Box | None = None  # with screen_crop: the scan area the models saw, in image pixels
+    marks_removed: int | None = None  # with screen_crop: pixels of calipers and text inpainted
 
 
 @dataclass(frozen=True)
@@ -110,6 +116,25 @@ def _same_saliency(a: AnalysisOptions, b: AnalysisOptions) -> bool:
     if a.saliency == "gradcam":
         return a.saliency_layer == b.saliency_layer
     return a.saliency != "integrated_gradients" or a.saliency_steps == b.saliency_steps
+
+
+def _in_image(roi: Roi, area: Box, shape: tuple[int, int]) -> Roi:
+    """An ROI found inside the scan area, in the whole image's pixels."""
+    x0, y0, x1, y1 = roi.box
+    mask = np.zeros(shape, dtype=bool)
+    mask[area.slices()] = roi.mask
+    return replace(roi, box=(x0 + area.x0, y0 + area.y0, x1 + area.x0, y1 + area.y0), mask=mask)
+
+
+def _saliency_in_image(heat: SaliencyMap, area: Box, shape: tuple[int, int]) -> SaliencyMap:
+    """A saliency map of the scan area, placed in the whole image (zero outside the scan area);
+    its grid and peak are over the whole image, as without cropping."""
+    full = np.zeros(shape, dtype=np.float32)
+    full[area.slices()] = heat.full
+    scale = GRID_SIDE / max(shape)
+    grid_shape = (max(1, round(shape[0] * scale)), max(1, round(shape[1] * scale)))
+    grid = F.adaptive_avg_pool2d(torch.from_numpy(full)[None, None], grid_shape)[0, 0].numpy()
+    return replace(heat, full=full, grid=grid, peak=(heat.peak[0] + area.x0, heat.peak[1] + area.y0))
 
 
 @dataclass
@@ -189,9 +214,17 @@ class Analyzer:
         with timed("decode"):
             image = decode(data, modality, options.dicom_frame)
         gray = image.gray
+        # What the models see: with screen_crop (ultrasound), the scan area with its marks
+        # inpainted; every position returned is mapped back to the image's own pixels.
+        cleaned = None
+        if options.screen_crop and modality == "ultrasound":
+            with stage("screen"):
+                cleaned = clean_scan(gray)
+        seen = cleaned.gray if cleaned is not None else gray
         classifier = models.classifier
-        if reuse is not None and reuse.model != (classifier.name, classifier.version):
-            reuse = None  # computed by another model
+        if reuse is not None and (reuse.model != (classifier.name, classifier.version)
+                                  or reuse.options.screen_crop != options.screen_crop):
+            reuse = None  # computed by another model, or on other pixels
         reused: list[str] = []
         with stage("classify"):
             if reuse is not None:
@@ -200,15 +233,19 @@ class Analyzer:
                                         probabilities)
                 reused.append("classification")
             else:
-                (prediction,) = classifier.predict([gray], options.operating_point)
+                (prediction,) = classifier.predict([seen], options.operating_point)
         images = {"original.png": image.png}
+        if cleaned is not None:
+            images["scan.png"] = overlays.png(cleaned.gray)  # the pixels the models saw
         label = prediction.label
 
         rois = None
         if options.extract_roi:
             with stage("roi"):
-                found = models.segmenter.find_rois(gray, options.roi)
-                crops = [self._crop(gray, roi) for roi in found]
+                found = models.segmenter.find_rois(seen, options.roi)
+                crops = [self._crop(seen, roi) for roi in found]
+                if cleaned is not None:
+                    found = [_in_image(roi, cleaned.area, gray.shape) for roi in found]
                 roi_predictions = classifier.predict(crops, options.operating_point) if crops else []
             if any(p.label == MALIGNANT for p in roi_predictions):
                 label = MALIGNANT  # the image is malignant when any of its lesions is
@@ -222,7 +259,9 @@ class Analyzer:
             reused.append("saliency")
         elif options.saliency:
             with stage("saliency"):
-                heat = explain(gray, label)
+                heat = explain(seen, label)
+                if cleaned is not None:
+                    heat = _saliency_in_image(heat, cleaned.area, gray.shape)
                 saliency = SaliencyFinding.of(heat)
                 images["saliency.png"] = overlays.png(overlays.heat_overlay(gray, heat.full))
 
@@ -261,6 +300,8 @@ class Analyzer:
             segmenter={"name": segmenter_card["name"], "version": segmenter_card["version"]} if segmenter_card else None,
             images=images,
             reused=tuple(reused),
+            scan_area=cleaned.area if cleaned is not None else None,
+            marks_removed=cleaned.marked_pixels if cleaned is not None else None,
         )
 
     def correct_roi(self, image_png: bytes, modality: str, box: np.ndarray | None, points: np.ndarray | None,

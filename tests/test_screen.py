@@ -1,0 +1,156 @@
+"""Ultrasound screenshots: the scan area is found, calipers and text are found and inpainted,
+and an analysis reports the crop with every position in the whole image's pixels."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw, ImageFont
+
+from conftest import SHARED_DATA, png_bytes, upload
+from ml.datasets import load_gray
+from ml.screen import Box, clean_scan, find_marks, find_scan_area, inpaint
+
+SCAN = SHARED_DATA / "busbra" / "images" / "bus_0002-l.png"
+PASTE_AT = (212, 96)  # x, y of the scan's top-left corner in the screenshot
+
+
+def screenshot(scan: np.ndarray, at: tuple[int, int] = PASTE_AT, size: tuple[int, int] = (640, 860)) -> np.ndarray:
+    """A scanner screen: black, a grey menu panel full of text on the left, a title bar with a
+    logo, a grey-scale bar and a depth ruler beside the scan, text under it, and the scan itself."""
+    height, width = size
+    screen = Image.new("L", (width, height), 0)
+    draw = ImageDraw.Draw(screen)
+    font = ImageFont.load_default()
+    draw.rectangle((0, 0, width - 1, 40), fill=50)  # title bar
+    draw.text((12, 12), "ACME SONO 9000   GEN  B-MODE  12L-RS  MI 1.1  TIs 0.4", fill=255, font=font)
+    draw.ellipse((width - 60, 5, width - 30, 35), fill=200)  # logo
+    draw.text((width - 52, 14), "AC", fill=0, font=font)
+    draw.rectangle((0, 41, 170, height - 1), fill=35)  # menu panel
+    for row, line in enumerate(["Gain 54", "Depth 4.0 cm", "Freq 12 MHz", "Focus 1", "DR 66", "Map C",
+                                "Persist 3", "Frame rate 31", "Patient: ANON", "Breast L 2 o'clock"] * 3):
+        draw.text((10, 55 + row * 18), line, fill=230, font=font)
+    x, y = at
+    scan_h, scan_w = scan.shape
+    for row in range(256):  # grey-scale bar right of the scan
+        draw.line((x + scan_w + 40, y + row, x + scan_w + 52, y + row), fill=row)
+    for tick in range(0, scan_h, 10):  # depth ruler, 6 px from the scan's right edge
+        length = 10 if tick % 50 == 0 else 5
+        draw.line((x + scan_w + 6, y + tick, x + scan_w + 6 + length, y + tick), fill=255)
+    draw.text((x, y + scan_h + 12), "L BREAST  RADIAL  2:00  3 CM FN", fill=255, font=font)
+    draw.text((x, y - 20), "DEPTH 4.0cm   27 Hz", fill=220, font=font)
+    pixels = np.array(screen)
+    pixels[y : y + scan_h, x : x + scan_w] = scan
+    return pixels
+
+
+def draw_calipers(gray: np.ndarray, points: list[tuple[int, int]], arm: int = 5, value: int = 255) -> np.ndarray:
+    marked = gray.copy()
+    for x, y in points:
+        marked[y - arm : y + arm + 1, x] = value
+        marked[y, x - arm : x + arm + 1] = value
+    return marked
+
+
+@pytest.fixture(scope="module")
+def scan() -> np.ndarray:
+    return load_gray(SCAN)
+
+
+def test_a_synthetic_screenshot_crops_back_to_the_scan_area(scan):
+    found = find_scan_area(screenshot(scan))
+    x, y = PASTE_AT
+    expected = Box(x, y, x + scan.shape[1] - 1, y + scan.shape[0] - 1)
+    for side in ("x0", "y0", "x1", "y1"):
+        assert abs(getattr(found, side) - getattr(expected, side)) <= 3, (found, expected)
+
+
+@pytest.mark.parametrize("at", [(180, 60), (400, 250)])
+def test_the_crop_follows_the_scan_wherever_it_sits(scan, at):
+    found = find_scan_area(screenshot(scan, at))
+    assert abs(found.x0 - at[0]) <= 3 and abs(found.y0 - at[1]) <= 3
+    assert abs(found.x1 - (at[0] + scan.shape[1] - 1)) <= 3 and abs(found.y1 - (at[1] + scan.shape[0] - 1)) <= 3
+
+
+def test_an_image_that_is_all_scan_is_left_whole_or_nearly(scan):
+    found = find_scan_area(scan)
+    assert found.width * found.height >= 0.9 * scan.size
+
+
+def test_a_flat_image_is_not_cropped():
+    flat = np.full((200, 300), 90, dtype=np.uint8)
+    assert find_scan_area(flat) == Box(0, 0, 299, 199)
+
+
+def test_drawn_calipers_are_found_and_inpainted(scan):
+    points = [(80, 120), (190, 140), (130, 260)]
+    marked = draw_calipers(scan, points)
+    marks = find_marks(marked)
+    for x, y in points:
+        assert marks[y, x] and marks[y - 4, x] and marks[y, x + 4], (x, y)
+    drawn = marked != scan
+    assert marks[drawn].mean() > 0.9  # nearly every drawn pixel is found
+    # ...and nothing new elsewhere (this BUS-BRA image carries calipers and text of its own).
+    near = np.zeros_like(drawn)
+    for x, y in points:
+        near[y - 8 : y + 9, x - 8 : x + 9] = True
+    own = find_marks(scan)
+    assert own.sum() > 0 and own[int(0.8 * scan.shape[0]), :].any()  # its burned-in label
+    assert (marks & ~near & ~own).sum() < 0.002 * scan.size
+    cleaned = inpaint(marked, marks)
+    assert np.abs(cleaned[drawn].astype(int) - scan[drawn].astype(int)).mean() < 40
+    assert (cleaned[drawn] == 255).mean() < 0.05
+
+
+def test_burned_in_text_is_found(scan):
+    picture = Image.fromarray(scan)
+    ImageDraw.Draw(picture).text((60, 330), "MAMA ESQ 12.3MM", fill=255, font=ImageFont.load_default())
+    marked = np.array(picture)
+    drawn = marked != scan
+    assert find_marks(marked)[drawn].mean() > 0.6
+
+
+def test_the_scan_itself_is_hardly_touched(scan):
+    cleaned = clean_scan(scan, crop=False)
+    assert cleaned.marked_pixels < 0.02 * scan.size
+    assert (cleaned.gray[~cleaned.marks] == scan[~cleaned.marks]).all()
+
+
+def test_clean_scan_crops_and_inpaints_a_screenshot(scan):
+    marked = draw_calipers(scan, [(100, 150), (200, 150)])
+    result = clean_scan(screenshot(marked))
+    assert result.gray.shape == (result.area.height, result.area.width)
+    assert abs(result.gray.shape[0] - scan.shape[0]) <= 6 and abs(result.gray.shape[1] - scan.shape[1]) <= 6
+    assert result.marked_pixels > 0
+    x, y = 100 + PASTE_AT[0] - result.area.x0, 150 + PASTE_AT[1] - result.area.y0
+    assert result.marks[y, x] and result.gray[y, x] < 250
+
+
+def test_an_analysis_reports_the_scan_area_and_keeps_positions_in_image_pixels(client, scan):
+    shot = screenshot(draw_calipers(scan, [(100, 150), (200, 150)]))
+    body = upload(client, png_bytes(shot), extract_roi="true").get_json()
+    area = body["scan_area"]
+    assert abs(area["x0"] - PASTE_AT[0]) <= 3 and abs(area["y0"] - PASTE_AT[1]) <= 3
+    assert body["marks_removed"] > 0 and body["options"]["screen_crop"] is True
+    assert body["image"] == {"width": shot.shape[1], "height": shot.shape[0]}
+    peak = body["saliency"]["peak"]
+    assert area["x0"] <= peak["x"] <= area["x1"] and area["y0"] <= peak["y"] <= area["y1"]
+    grid = np.array(body["saliency"]["grid"])
+    assert max(grid.shape) == 32 and grid.shape[1] > grid.shape[0]  # over the whole (wide) screenshot
+    for roi in body["rois"]:
+        box = roi["box"]
+        assert area["x0"] <= box["x0"] <= box["x1"] <= area["x1"] and area["y0"] <= box["y0"] <= box["y1"] <= area["y1"]
+    assert "scan" in body["images"]
+
+
+def test_screen_crop_can_be_turned_off_and_is_ignored_for_mammography(client, scan, mias_png):
+    body = upload(client, png_bytes(screenshot(scan)), screen_crop="false").get_json()
+    assert body["scan_area"] is None and body["marks_removed"] is None and "scan" not in body["images"]
+    body = upload(client, mias_png, modality="mammography").get_json()
+    assert body["scan_area"] is None
+
+
+def test_screen_crop_is_validated_and_documented(client, busbra_png):
+    response = upload(client, busbra_png, screen_crop="sometimes")
+    assert response.status_code == 400 and "screen_crop" in str(response.get_json()["error"])
+    spec = client.get("/v1/openapi.json").get_json()
+    assert "screen_crop" in str(spec) and "scan_area" in str(spec["components"]["schemas"]["Analysis"])
