@@ -7,13 +7,16 @@ Firebase ID token, verified with firebase-admin, and the user id comes only from
 from __future__ import annotations
 
 import logging
+import time
 
 import firebase_admin
+import firebase_admin.exceptions
 from firebase_admin import auth as firebase_auth
 from flask import Flask, current_app, g, request
 from google.auth.exceptions import DefaultCredentialsError
 
 from api.errors import APIError
+from api.firebase_app import firebase_app
 
 LOCAL_USER = "local"
 log = logging.getLogger(__name__)
@@ -29,12 +32,7 @@ def init_app(app: Flask) -> None:
         )
         return
     app.config["AUTH_MODE"] = "firebase"
-    name = f"branet-{project_id}"
-    try:
-        firebase_app = firebase_admin.get_app(name)
-    except ValueError:
-        firebase_app = firebase_admin.initialize_app(options={"projectId": project_id}, name=name)
-    app.extensions["branet.firebase_app"] = firebase_app
+    app.extensions["branet.firebase_app"] = firebase_app(project_id, app.config.get("FIREBASE_STORAGE_BUCKET"))
 
 
 def current_user() -> str:
@@ -58,5 +56,12 @@ def current_user() -> str:
     except (ValueError, firebase_auth.InvalidIdTokenError, firebase_auth.UserDisabledError,
             firebase_auth.UserNotFoundError) as error:
         raise APIError(401, "unauthorized", f"the ID token was refused: {type(error).__name__}") from None
+    except firebase_admin.exceptions.FirebaseError as error:  # the revocation lookup failed
+        log.error("ID token revocation cannot be checked: %s", type(error).__name__)
+        raise APIError(503, "auth_unavailable", "ID tokens cannot be verified right now") from None
+    # firebase-admin checks expiry while checking the signature, which the Auth emulator's unsigned
+    # tokens do not have; checked here too so that no configuration accepts an expired token.
+    if not isinstance(claims.get("exp"), (int, float)) or claims["exp"] <= time.time():
+        raise APIError(401, "unauthorized", "the ID token was refused: ExpiredIdTokenError")
     g.user_id = claims["uid"]
     return g.user_id

@@ -17,6 +17,12 @@ def from_environment() -> dict:
         "DATA_DIR": Path(os.environ.get("BRANET_DATA_DIR", REPO_ROOT / "instance")),
         "WEIGHTS_DIR": Path(os.environ.get("BRANET_WEIGHTS_DIR", REPO_ROOT / "weights")),
         "FIREBASE_PROJECT_ID": os.environ.get("BRANET_FIREBASE_PROJECT_ID") or None,
+        # Where analyses are kept: "sqlite" (embedded, the default) or "firebase" (Firestore and
+        # Cloud Storage for Firebase; needs the project id and the bucket).
+        "STORE": os.environ.get("BRANET_STORE", "sqlite"),
+        "FIREBASE_STORAGE_BUCKET": os.environ.get("BRANET_FIREBASE_STORAGE_BUCKET") or None,
+        # Lifetime of the signed image URLs written for the app (V4 signed URLs allow at most 7 days).
+        "SIGNED_URL_TTL_S": int(os.environ.get("BRANET_SIGNED_URL_TTL_S", 3600)),
         # An official Segment Anything checkpoint replaces our own segmenters when both are set.
         "SAM_ARCHITECTURE": os.environ.get("BRANET_SAM_ARCHITECTURE") or None,  # vit_b, vit_l or vit_h
         "SAM_CHECKPOINT": os.environ.get("BRANET_SAM_CHECKPOINT") or None,  # e.g. weights/sam_vit_b_01ec64.pth

@@ -15,6 +15,7 @@ from PIL import Image
 from api import create_app
 
 REPO = Path(__file__).resolve().parent.parent
+pytest_plugins = ["tests.firebase_support.fixtures"]  # the `firebase` tests' servers and stores
 
 
 def _shared_data() -> Path:

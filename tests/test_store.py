@@ -1,4 +1,6 @@
-"""The store contract, run against the embedded SQLite store."""
+"""The store contract, run unchanged against the embedded SQLite store and the Firebase store
+(Firestore emulator when FIRESTORE_EMULATOR_HOST is set, else the in-memory stand-in, with the
+storage server); tests that look at SQLite's own files run against SQLite only."""
 from __future__ import annotations
 
 import uuid
@@ -8,9 +10,14 @@ import pytest
 from api.store import SQLiteStore, StoreError
 
 
-@pytest.fixture
-def store(tmp_path):
+@pytest.fixture(params=["sqlite", pytest.param("firebase", marks=pytest.mark.firebase)])
+def store(request, tmp_path):
+    if request.param == "firebase":
+        return request.getfixturevalue("firebase_store")
     return SQLiteStore(tmp_path)
+
+
+sqlite_only = pytest.mark.parametrize("store", ["sqlite"], indirect=True)
 
 
 def record(created_at: str = "2026-01-01T00:00:00.000+00:00", **fields) -> dict:
@@ -69,6 +76,7 @@ def test_only_listed_images_are_served(store):
     assert store.read_image("alice", saved["id"], "../branet.sqlite3") is None
 
 
+@sqlite_only
 def test_a_failed_save_leaves_nothing_behind(store, tmp_path):
     first = record()
     store.save_analysis("alice", first, {"original.png": b"x"})
@@ -81,6 +89,7 @@ def test_a_failed_save_leaves_nothing_behind(store, tmp_path):
     assert leftovers == []
 
 
+@sqlite_only
 def test_a_failed_image_write_stores_no_record(store, tmp_path):
     saved = record()
     with pytest.raises(StoreError):
@@ -109,6 +118,7 @@ def test_feedback_masks_are_stored_with_their_version_and_served_to_the_owner(st
     assert store.read_image("bob", saved["id"], "feedback1_missed_lesions.png") is None
 
 
+@sqlite_only
 def test_a_failed_feedback_write_keeps_neither_row_nor_mask(store, tmp_path):
     saved = record()
     store.save_analysis("alice", saved, {"original.png": b"x"})
