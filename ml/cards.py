@@ -76,6 +76,35 @@ def verified_weights_path(weights_dir: Path, card: dict) -> Path:
     return path
 
 
+def card_for_weights(weights: Path) -> dict:
+    """The card in the weights file's folder that names it (`weights_file`)."""
+    weights = Path(weights)
+    for path in sorted(weights.parent.glob("*.json")):
+        try:
+            card = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if isinstance(card, dict) and card.get("weights_file") == weights.name:
+            return card
+    raise ModelUnavailable(f"no model card in {weights.parent} names {weights.name}")
+
+
+def available_cards(weights_dir: Path) -> list[dict]:
+    """Every model card in the folder whose weights file exists and matches its sha256, by name:
+    the shipped models and their fine-tuned versions. Unreadable or failing cards are left out
+    (`flask weights verify` names them)."""
+    cards = []
+    for path in sorted(Path(weights_dir).glob("*.json")):
+        try:
+            card = json.loads(path.read_text())
+            if isinstance(card, dict) and {"name", "version", "modality", "weights_file", "sha256"} <= card.keys():
+                verified_weights_path(weights_dir, card)
+                cards.append(card)
+        except (OSError, json.JSONDecodeError, ModelUnavailable):
+            continue
+    return cards
+
+
 def write_card(weights_dir: Path, card: dict) -> Path:
     path = Path(weights_dir) / f"{card['name']}.json"
     path.write_text(json.dumps(card, indent=2, sort_keys=False) + "\n")

@@ -13,10 +13,27 @@
 Training adds a lesion-localisation head supervised by the lesion outlines (dropped afterwards).
 Progress bars throughout; a checkpoint after every epoch in --run-dir, so rerunning the same
 command resumes where it stopped. The log of the run is --run-dir/train.log.
+
+Fine-tuning a shipped model on exported feedback (`python -m ml.feedback export DIR`) plus the
+original data, into a new model version beside the old one (which is never overwritten):
+
+    python -m ml.train --modality ultrasound --fine-tune weights/branet-us-resnet18.pt --extra DIR \
+        --epochs 3 --replay 600
+
+starts from the parent's weights (its card is found beside them by `weights_file`, and its sha256
+checked), trains at the parent's input size with a tenth of the learning rate on the --extra rows
+of the modality (repeated --extra-repeat times per epoch) and --replay original images (0: all),
+holds out one patient-grouped, label-stratified fold of 1/--folds of the original images (every
+feedback image trains: there are few, and they are the point) to refit the temperature and both
+thresholds and to check that the new version still works on the reference data, and writes `<family>-ft-<version>.pt` and its card (`version`, `parent`, `fine_tuning` with the
+feedback data set's size). With --folds 1 nothing is held out, and the card keeps the parent's
+calibration and thresholds and says that the new version was not validated.
 """
 from __future__ import annotations
 
 import argparse
+import csv
+import hashlib
 import json
 import logging
 from pathlib import Path
@@ -28,9 +45,9 @@ from tqdm import tqdm
 
 from ml.augment import augment
 from ml.calibration import expected_calibration_error, fit_temperature, softmax
-from ml.cards import MODALITY_MODELS, provenance, write_card
+from ml.cards import MODALITY_MODELS, card_for_weights, provenance, verified_weights_path, write_card
 from ml.checkpoints import add_common_arguments, resume, save_checkpoint, settings_of
-from ml.datasets import CLASSES, Sample, grouped_folds, lesion_mask, load_gray, load_samples
+from ml.datasets import CLASSES, Sample, grouped_folds, lesion_mask, load_gray, load_samples, read_folder
 from ml.inference import tta_logits
 from ml.metrics import balanced_threshold, bootstrap_intervals, report, screening_threshold
 from ml.multitask import ClassifierWithLocalisation
@@ -40,6 +57,11 @@ from ml.saliency import Explainer, localisation_metrics
 
 SCREENING_SENSITIVITY = 0.95
 SALIENCY_IMAGES_PER_FOLD = 100
+SCRATCH_DEFAULTS = {"epochs": 20, "size": 160, "lr": 2e-3}
+FINE_TUNE_EPOCHS = 3
+FINE_TUNE_LR_FACTOR = 0.1  # of the parent's learning rate
+FEEDBACK_DATA = ("clinicians' feedback exported from this service (python -m ml.feedback export): the "
+                 "deployment's own data, under its data-protection terms")
 log = logging.getLogger("ml.train")
 
 
@@ -51,13 +73,53 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--localisation-weight", type=float, default=0.5,
                         help="weight of the lesion-localisation loss (0 turns the head off)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    return parser.parse_args(argv)
+    parser.add_argument("--fine-tune", type=Path, metavar="WEIGHTS",
+                        help="fine-tune this model (its .pt file; its card beside it) into a new version, "
+                        "instead of training from scratch")
+    parser.add_argument("--extra", type=Path, action="append", default=[], metavar="DIR",
+                        help="another data set folder (e.g. exported feedback), only its rows of --modality; repeatable")
+    parser.add_argument("--extra-repeat", type=int, default=3, help="fine-tuning: times each --extra image is seen per epoch")
+    parser.add_argument("--replay", type=int, default=0,
+                        help="fine-tuning: original images mixed in, a seeded random choice (0: all)")
+    parser.add_argument("--name", help="fine-tuning: the new model's card name (default: <family>-ft-<version>)")
+    parser.set_defaults(epochs=None, size=None, lr=None)  # resolved below: they depend on --fine-tune
+    args = parser.parse_args(argv)
+    defaults = dict(SCRATCH_DEFAULTS)
+    if args.fine_tune is not None:
+        parent = parent_card(args.fine_tune)
+        defaults = {"epochs": FINE_TUNE_EPOCHS, "size": parent["input"]["size"],
+                    "lr": FINE_TUNE_LR_FACTOR * parent.get("training", {}).get("lr", SCRATCH_DEFAULTS["lr"])}
+    for key, value in defaults.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    return args
+
+
+def parent_card(weights: Path) -> dict:
+    """The card of the weights file to fine-tune, after checking the file against it."""
+    card = card_for_weights(Path(weights))
+    verified_weights_path(Path(weights).parent, card)
+    return card
+
+
+def extra_samples(folders: list[Path], modality: str) -> list[Sample]:
+    """The rows of --modality (all rows when the folder has no `modality` column) of each folder."""
+    samples = []
+    for folder in folders:
+        with open(Path(folder) / "labels.csv", newline="") as handle:
+            modalities = [row.get("modality") or modality for row in csv.DictReader(handle)]
+        samples += [s for s, m in zip(read_folder(folder), modalities)
+                    if m == modality and not s.excluded and s.label in CLASSES]
+    return samples
 
 
 class TrainingData:
     """Every image and lesion mask letterboxed once to the input size, cached in the run folder."""
 
     def __init__(self, samples: list[Sample], size: int, cache: Path) -> None:
+        if cache.suffix != ".npz":  # a folder: the cache file is named by the samples it holds
+            digest = hashlib.sha256("\n".join(str(s.path) for s in samples).encode()).hexdigest()[:16]
+            cache = cache / f"data_{size}_{digest}.npz"
         self.samples = samples
         self.targets = torch.tensor([CLASSES.index(s.label) for s in samples])
         self.has_outline = torch.tensor([s.has_outline for s in samples])
@@ -91,13 +153,16 @@ def predict_logits(network: torch.nn.Module, pixels: torch.Tensor, spec: InputSp
 
 def train_network(
     args: argparse.Namespace, data: TrainingData, train_idx: np.ndarray, run_dir: Path,
-    held_out: np.ndarray | None = None,
+    held_out: np.ndarray | None = None, initial: dict[str, torch.Tensor] | None = None,
 ) -> torch.nn.Module:
-    """Train one network on `train_idx`, resuming from run_dir/checkpoint.pt when it matches."""
+    """Train one network on `train_idx`, resuming from run_dir/checkpoint.pt when it matches;
+    `initial`: the classifier's starting weights (fine-tuning), else random."""
     run_dir.mkdir(parents=True, exist_ok=True)
     spec = InputSpec(size=args.size)
     torch.manual_seed(args.seed)
     model = ClassifierWithLocalisation(ARCHITECTURES["resnet18"](num_classes=len(CLASSES)))
+    if initial is not None:
+        model.classifier.load_state_dict({key: value.float() for key, value in initial.items()})
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     steps_per_epoch = (len(train_idx) + args.batch_size - 1) // args.batch_size
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
@@ -122,6 +187,8 @@ def train_network(
         bar = tqdm(range(0, len(order), args.batch_size), desc=f"{run_dir.name} epoch {epoch + 1}/{args.epochs}")
         for start in bar:
             idx = order[start : start + args.batch_size]
+            if len(idx) < 2:
+                continue  # batch normalisation cannot train on a batch of one
             images, masks = augment(
                 data.pixels[idx].float().unsqueeze(1) / 255.0,
                 data.masks[idx].float().unsqueeze(1) / 255.0,
@@ -236,7 +303,7 @@ def cross_validated_metrics(data: TrainingData, logits: np.ndarray, fold_of: np.
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    run_dir = args.run_dir or Path("runs") / args.modality
+    run_dir = args.run_dir or Path("runs") / (f"{args.modality}-fine-tune-{args.version}" if args.fine_tune else args.modality)
     run_dir.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(message)s",
@@ -244,7 +311,10 @@ def main(argv: list[str] | None = None) -> None:
     )
     if args.threads:
         torch.set_num_threads(args.threads)
-    samples = load_samples(args.data_root, args.modality)
+    if args.fine_tune is not None:
+        fine_tune(args, run_dir)
+        return
+    samples = load_samples(args.data_root, args.modality) + extra_samples(args.extra, args.modality)
     data = TrainingData(samples, args.size, run_dir / f"data_{args.size}.npz")
     log.info("run %s: %d images", vars(args), len(samples))
 
@@ -319,6 +389,126 @@ def write_model(args: argparse.Namespace, network: torch.nn.Module, data: Traini
     }
     path = write_card(args.weights_dir, card)
     log.info("wrote %s and %s", weights_path, path)
+
+
+def fine_tune(args: argparse.Namespace, run_dir: Path) -> Path:
+    """Fine-tune the --fine-tune model on --extra plus original images into a new version; returns
+    the new card's path. The parent's files are only read."""
+    parent = parent_card(args.fine_tune)
+    if parent.get("modality") != args.modality or "classes" not in parent:
+        raise SystemExit(f"{args.fine_tune} is not a {args.modality} classifier")
+    family = parent.get("family", parent["name"])
+    name = args.name or f"{family}-ft-{args.version}"
+    if (args.weights_dir / f"{name}.json").exists() or (args.weights_dir / f"{name}.pt").exists():
+        raise SystemExit(f"model {name} exists in {args.weights_dir}; give another --version or --name")
+    extras = extra_samples(args.extra, args.modality)
+    if not extras:
+        raise SystemExit(f"no {args.modality} rows in {[str(e) for e in args.extra]}: nothing to fine-tune on")
+    originals = load_samples(args.data_root, args.modality)
+    if args.replay:
+        chosen = np.random.default_rng(args.seed).permutation(len(originals))[: args.replay]
+        originals = [originals[i] for i in sorted(chosen)]
+    samples = originals + extras
+    data = TrainingData(samples, args.size, run_dir)
+    is_extra = np.arange(len(samples)) >= len(originals)
+    log.info("fine-tune %s: %d original and %d extra images", parent["name"], len(originals), len(extras))
+
+    # Every feedback image trains (there are few, and they are the point); the held-out split is
+    # drawn from the original images' groups: it shows whether the new version still works there.
+    extra_idx = np.flatnonzero(is_extra)
+    if args.folds > 1:
+        train_idx, held_out = grouped_folds(originals, args.folds, args.seed)[0]
+    else:
+        train_idx, held_out = np.arange(len(originals)), np.array([], dtype=int)
+    repeated = np.concatenate([train_idx] + [extra_idx] * max(args.extra_repeat, 1))
+    state = torch.load(args.fine_tune, map_location="cpu", weights_only=True)
+    network = train_network(args, data, repeated, run_dir / "fine-tune",
+                            held_out=held_out if len(held_out) else None, initial=state)
+    validation = validate_fine_tuned(network, data, held_out, parent, args.size)
+
+    args.weights_dir.mkdir(parents=True, exist_ok=True)
+    weights_path = args.weights_dir / f"{name}.pt"
+    torch.save(compact_state(network), weights_path)
+    feedback_labels = {label: int((data.labels[is_extra] == label).sum()) for label in CLASSES}
+    card = {
+        "name": name,
+        "family": family,
+        "version": args.version,
+        "modality": args.modality,
+        "architecture": parent["architecture"],
+        "classes": CLASSES,
+        "input": InputSpec(size=args.size).to_dict(),
+        "test_time_augmentation": parent["test_time_augmentation"],
+        "calibration": validation["calibration"],
+        "threshold": validation["threshold"],
+        "metrics": validation["metrics"],
+        "parent": {"name": parent["name"], "version": parent["version"], "sha256": parent["sha256"]},
+        "fine_tuning": {
+            "feedback": {"folders": [str(e) for e in args.extra], "images": int(is_extra.sum()),
+                         "labels": feedback_labels,
+                         "lesion_masks": int(sum(bool(s.masks) for s in extras))},
+            "original_images": len(originals),
+            "epochs": args.epochs, "lr": args.lr, "extra_repeat": args.extra_repeat,
+            "command": f"python -m ml.train --modality {args.modality} --fine-tune {args.fine_tune} "
+            + " ".join(f"--extra {e}" for e in args.extra)
+            + f" --epochs {args.epochs} --size {args.size} --replay {args.replay} --folds {args.folds} "
+            f"--seed {args.seed} --version {args.version}",
+        },
+        "training": {"from_scratch": False, "fine_tuned_from": f"{parent['name']} {parent['version']}",
+                     "images": len(samples), "localisation_head_weight": args.localisation_weight},
+        "reliability": validation["reliability"],
+        **provenance(weights_path, sorted({s.dataset for s in originals})),
+    }
+    card["data"].update({name: FEEDBACK_DATA for name in sorted({s.dataset for s in extras})})
+    path = write_card(args.weights_dir, card)
+    log.info("wrote %s and %s (fine-tuned from %s %s)", weights_path, path, parent["name"], parent["version"])
+    return path
+
+
+def validate_fine_tuned(network: torch.nn.Module, data: TrainingData, held_out: np.ndarray, parent: dict,
+                        size: int) -> dict:
+    """Calibration, thresholds, metrics and reliability of a fine-tuned network from its held-out
+    original images; the parent's calibration and thresholds when they cannot set them (nothing
+    held out, or no malignant and no other image among them)."""
+    labels = data.labels[held_out]
+    malignant = labels == "malignant"
+    if len(held_out) == 0 or malignant.all() or not malignant.any():
+        return {
+            "calibration": {**parent["calibration"], "method": "the parent's (not refitted: too few held-out images)"},
+            "threshold": {**parent["threshold"], "chosen_for": "the parent's threshold (not re-chosen)"},
+            "metrics": {"method": f"not validated: {len(held_out)} held-out images cannot set the calibration "
+                        "and thresholds; the parent's metrics follow", "validated": False,
+                        "parent": parent["metrics"].get("pooled")},
+            "reliability": {"low_confidence": True,
+                            "note": "Low confidence: this fine-tuned version was not validated. Treat the result "
+                            "as a weak hint only."},
+        }
+    logits = predict_logits(network, data.pixels[held_out], InputSpec(size=size))
+    targets = data.targets[held_out].numpy()
+    temperature = fit_temperature(logits, targets)
+    probs = softmax(logits, temperature)
+    p_malignant = probs[:, CLASSES.index("malignant")]
+    threshold = screening_threshold(malignant, p_malignant, SCREENING_SENSITIVITY)
+    balanced = balanced_threshold(malignant, p_malignant)
+    pooled = report(labels, probs, CLASSES, threshold)
+    pooled["ece_malignant"] = expected_calibration_error(malignant, p_malignant)
+    aucs = [pooled[k] for k in ("auc_malignant_vs_benign", "auc_lesion") if pooled.get(k) is not None]
+    judged = reliability({"pooled": pooled})
+    judged["note"] = judged["note"].replace("cross-validated AUC", "held-out AUC")
+    return {
+        "calibration": {"method": "temperature scaling on the held-out split's logits", "temperature": round(temperature, 4)},
+        "threshold": {
+            "malignant": threshold,
+            "chosen_for": f"sensitivity >= {SCREENING_SENSITIVITY} for malignancy on the calibrated held-out split",
+            "balanced": balanced,
+            "balanced_chosen_for": "maximum sensitivity + specificity (Youden) on the calibrated held-out split",
+        },
+        "metrics": {"method": "one patient-grouped, label-stratified held-out split of the original images "
+                    "(1/--folds of their groups; every feedback image trains), calibrated; not cross-validated",
+                    "validated": True, "pooled": pooled, "parent": parent["metrics"].get("pooled")},
+        "reliability": judged if aucs else {
+            "low_confidence": True, "note": "Low confidence: the held-out split has no AUC to judge by."},
+    }
 
 
 if __name__ == "__main__":
