@@ -10,6 +10,17 @@ MAX_DICOM_BYTES = 50 * 1024 * 1024  # default; a DICOM file carries more (16-bit
 MULTIPART_OVERHEAD = 64 * 1024  # boundaries and the other form fields
 
 
+def served_models(value: str) -> dict[str, str]:
+    """`BRANET_MODELS`, e.g. `ultrasound=branet-us-resnet18-ft-2026.12.01`, comma-separated -> {modality: name}."""
+    models = {}
+    for item in filter(None, (part.strip() for part in value.split(","))):
+        modality, _, name = item.partition("=")
+        if not name.strip():
+            raise ValueError(f"BRANET_MODELS: {item!r} is not modality=model-name")
+        models[modality.strip()] = name.strip()
+    return models
+
+
 def from_environment() -> dict:
     """Flask config keys read from the environment; see README's configuration table."""
     max_dicom_bytes = int(os.environ.get("BRANET_MAX_DICOM_BYTES", MAX_DICOM_BYTES))
@@ -26,6 +37,8 @@ def from_environment() -> dict:
         # An official Segment Anything checkpoint replaces our own segmenters when both are set.
         "SAM_ARCHITECTURE": os.environ.get("BRANET_SAM_ARCHITECTURE") or None,  # vit_b, vit_l or vit_h
         "SAM_CHECKPOINT": os.environ.get("BRANET_SAM_CHECKPOINT") or None,  # e.g. weights/sam_vit_b_01ec64.pth
+        # The classifier each modality serves, by card name; unnamed modalities serve the shipped one.
+        "MODELS": served_models(os.environ.get("BRANET_MODELS", "")),
         # Per user, on the analysis-creating endpoints only (see api/extensions.py).
         "RATE_LIMIT": os.environ.get("BRANET_RATE_LIMIT", "60 per minute"),
         # memory:// counts per process; use a shared redis:// or memcached:// URI with several workers.

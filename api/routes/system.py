@@ -42,15 +42,23 @@ def ready():
 @blp.route("/models")
 @blp.response(200, ModelListSchema)
 def models():
-    """The loaded models, their versions, and the metrics from their model cards."""
+    """The models in the weights folder (shipped and fine-tuned versions), their versions and
+    metrics from their model cards; `served` marks the ones analyses use now."""
     analyzer = current_app.extensions["branet.analyzer"]
-    cards = analyzer.model_cards() if analyzer else []
-    return {"models": [_listed(card) for card in cards]}
+    served = analyzer.model_cards() if analyzer else []
+    names = {card["name"] for card in served}
+    others = [card for card in current_app.extensions.get("branet.available_models", [])
+              if card["name"] not in names and {"metrics", "intended_use"} <= card.keys()]
+    return {"models": [_listed(card, True) for card in served] + [_listed(card, False) for card in others]}
 
 
-def _listed(card: dict) -> dict:
+def _listed(card: dict, served: bool) -> dict:
     """A classifier card (classes, thresholds) or a segmenter card, as /v1/models lists it."""
     listed = {key: card[key] for key in ("modality", "name", "version", "metrics", "intended_use")}
+    listed["served"] = served
+    if "parent" in card:  # a fine-tuned version
+        listed["parent"] = {"name": card["parent"]["name"], "version": card["parent"]["version"]}
+        listed["fine_tuning"] = card.get("fine_tuning", {})
     if "classes" in card:
         listed.update(kind="classifier", classes=card["classes"], threshold=card["threshold"]["malignant"],
                       thresholds={"screening": card["threshold"]["malignant"],
