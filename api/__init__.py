@@ -7,7 +7,7 @@ from flask import Flask
 
 from api import auth, cli, errors, extensions, models, observability, store
 from api.config import from_environment
-from api.routes import analyses, legacy, system, web
+from api.routes import analyses, legacy, reports, system, web
 
 
 def create_app(config: dict | None = None) -> Flask:
@@ -23,7 +23,7 @@ def create_app(config: dict | None = None) -> Flask:
     auth.init_app(app)
     store.init_app(app)
     models.init_app(app)
-    for module in (analyses, legacy, system):
+    for module in (analyses, legacy, reports, system):
         openapi.register_blueprint(module.blp)
     app.register_blueprint(web.blp)  # the clinicians' page at /, outside the OpenAPI document
     app.cli.add_command(cli.weights)
