@@ -11,9 +11,9 @@ reads it like any other set, so `python -m ml.train --fine-tune ... --extra DIR`
 
 What is exported: one row per image. An analysis and its reruns (`rerun_of`) share one image and
 one `group`, the first analysis' id, so that a split never puts one image on both sides; when
-several of them have feedback, the newest feedback wins. Within an analysis the newest feedback
-version gives the label, and each mask kind comes from the newest version that carries one (a
-later version that only corrects the label keeps the masks drawn before). Soft-deleted analyses,
+several of them have feedback, the newest feedback gives the label, and each mask kind comes from
+the newest feedback version that carries one (a later version that only corrects the label keeps
+the masks drawn before). Soft-deleted analyses,
 owners and comments (free text, which may name a patient) are never exported. The service has no
 notion of a patient: an analysis is the finest grouping it can vouch for.
 
@@ -32,7 +32,7 @@ import os
 import shutil
 import sys
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
@@ -89,6 +89,13 @@ def items_from_records(records: Iterable[tuple[str, dict]],
         )
 
 
+def _merged(members: list[FeedbackItem]) -> FeedbackItem:
+    """One row for an image's analyses (oldest first): the newest label, the newest mask of each kind."""
+    lesion = next((m.lesion_png for m in reversed(members) if m.lesion_png is not None), None)
+    ignore = next((m.ignore_png for m in reversed(members) if m.ignore_png is not None), None)
+    return replace(members[-1], lesion_png=lesion, ignore_png=ignore)
+
+
 def write_dataset(items: Iterable[FeedbackItem], folder: Path) -> dict:
     """Write the items as a data set into `folder` (absent or empty), all at once: the files are
     written into a hidden sibling folder first and renamed into place, so that a failure leaves no
@@ -96,10 +103,10 @@ def write_dataset(items: Iterable[FeedbackItem], folder: Path) -> dict:
     folder = Path(folder)
     if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
         raise FileExistsError(f"{folder} exists and is not an empty folder; nothing was written")
-    newest: dict[str, FeedbackItem] = {}
-    for item in items:  # one row per image: the newest feedback of its group
-        if item.group not in newest or item.created_at >= newest[item.group].created_at:
-            newest[item.group] = item
+    groups: dict[str, list[FeedbackItem]] = {}
+    for item in items:
+        groups.setdefault(item.group, []).append(item)
+    newest = {group: _merged(sorted(members, key=lambda m: m.created_at)) for group, members in groups.items()}
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = folder.parent / f".{folder.name}.partial-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
