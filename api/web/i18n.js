@@ -37,8 +37,8 @@ const STRINGS = {
     risk: "BI-RADS-like category",
     riskLikelihood: "likelihood of malignancy {range}",
     lowConfidence: "Low confidence",
-    roiMalignant: "The image is labelled malignant because ROI {rois} is: an image is malignant when any of its ROIs is.",
-    threshold: "Malignant at p ≥ {threshold} ({operatingPoint})",
+    roiMalignant: "The image is labelled malignant because at least one of its ROIs ({rois}) is.",
+    threshold: "Malignant at p ≥ {threshold} ({operatingPoint}).",
     model: "Model {name} {version}, {ms} ms",
     report: "Printable report",
     reportMissing: "The report is not available for this analysis yet.",
@@ -131,8 +131,8 @@ const STRINGS = {
     risk: "Categoría tipo BI-RADS",
     riskLikelihood: "probabilidad de malignidad {range}",
     lowConfidence: "Confianza baja",
-    roiMalignant: "La imagen se etiqueta como maligna porque la ROI {rois} lo es: una imagen es maligna si alguna de sus ROI lo es.",
-    threshold: "Maligno con p ≥ {threshold} ({operatingPoint})",
+    roiMalignant: "La imagen se etiqueta como maligna porque al menos una de sus ROI ({rois}) lo es.",
+    threshold: "Maligno con p ≥ {threshold} ({operatingPoint}).",
     model: "Modelo {name} {version}, {ms} ms",
     report: "Informe imprimible",
     reportMissing: "El informe de este análisis aún no está disponible.",
@@ -202,6 +202,7 @@ const OPTION_TEXT = {
     roi_max: ["Most ROIs", "The most confident regions first"],
     operating_point: ["Operating point", "Screening: sensitivity ≥ 0.95 for malignancy; balanced: best sensitivity + specificity"],
     dicom_frame: ["DICOM frame", "Frame of a multi-frame DICOM file, from 0; ignored for PNG and JPEG"],
+    screen_crop: ["Crop scanner screenshot", "Ultrasound: analyse only the scan area of a scanner screenshot, with calipers and burned-in text removed"],
   },
   es: {
     saliency: ["Método de relevancia", "Dónde miró el clasificador: Grad-CAM, o gradientes integrados (más fino, localiza mejor la lesión)"],
@@ -212,6 +213,7 @@ const OPTION_TEXT = {
     roi_max: ["Máximo de ROI", "Primero las regiones más seguras"],
     operating_point: ["Punto de operación", "Cribado: sensibilidad ≥ 0,95 para malignidad; equilibrado: máxima sensibilidad + especificidad"],
     dicom_frame: ["Fotograma DICOM", "Fotograma de un archivo DICOM de varios fotogramas, desde 0; se ignora en PNG y JPEG"],
+    screen_crop: ["Recortar captura del ecógrafo", "Ecografía: analizar solo el área de exploración de una captura de pantalla, sin calibradores ni texto sobreimpreso"],
   },
 };
 

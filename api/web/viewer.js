@@ -148,7 +148,11 @@ export class Viewer {
       chip.className = `roi-chip roi-${roi.label}`;
       chip.textContent = describe(roi);
       chip.style.left = `${(100 * x0) / this.width}%`;
-      chip.style.top = `${(100 * y0) / this.height}%`;
+      if (roi.source === "correction") {
+        // Below its box: a correction usually overlaps the automatic ROI it corrects.
+        chip.classList.add("below");
+        chip.style.top = `${(100 * (y1 + 1)) / this.height}%`;
+      } else chip.style.top = `${(100 * y0) / this.height}%`;
       this.labels.append(chip);
     }
   }
