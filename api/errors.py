@@ -103,9 +103,18 @@ def handle_ml_error(error: MLError) -> Response:
     return error_response(status, error.code, str(error))
 
 
+STORE_FAILURES = {
+    "disk_full": "the store's disk is full",
+    "read_only": "the store is read-only",
+}
+
+
 def handle_store_error(error: StoreError) -> Response:
     log.error("store failure: %s", error)
-    return error_response(503, "store_unavailable", "the result could not be stored; nothing was kept")
+    reason = getattr(error, "reason", "unavailable")
+    cause = STORE_FAILURES.get(reason, "the store failed")
+    return error_response(503, "store_unavailable", f"{cause}: the request was not completed and nothing was kept",
+                          {"reason": reason})
 
 
 def handle_unexpected(error: Exception) -> Response:

@@ -12,7 +12,12 @@ from typing import Iterator
 
 
 class StoreError(Exception):
-    """The store could not complete an operation; nothing was left half-written."""
+    """The store could not complete an operation; nothing was left half-written. `reason`:
+    `disk_full`, `read_only` or `unavailable` (anything else), for the API's answer."""
+
+    def __init__(self, message: str, reason: str = "unavailable") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class Store(ABC):
