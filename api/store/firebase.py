@@ -39,13 +39,14 @@ log = logging.getLogger(__name__)
 APP_OBJECT_NAMES = {"contours.png": "drawed_contours.png"}
 TYPE_ANALYSIS = {"ultrasound": "U", "mammography": "M"}
 MAX_ATTEMPTS = 5  # optimistic writes (feedback versions, ROI indexes) retried on a lost race
-NESTED_LIST = "__list__"  # Firestore arrays cannot hold arrays: an inner list is wrapped in a map
+NESTED_LIST = "listValues"  # Firestore arrays cannot hold arrays: an inner list is wrapped in a map
 GOOGLE_ERRORS = (gexc.GoogleAPIError, google.auth.exceptions.GoogleAuthError, OSError, ValueError, TypeError)
 
 
 def to_firestore(value):
     """A JSON-able value as Firestore can hold it: every list directly inside a list is wrapped
-    as `{"__list__": [...]}` (e.g. a saliency grid); `from_firestore` undoes it."""
+    as `{"listValues": [...]}` (e.g. a saliency grid; `__...__` names are reserved by Firestore);
+    `from_firestore` undoes it."""
     if isinstance(value, dict):
         return {key: to_firestore(item) for key, item in value.items()}
     if isinstance(value, list):

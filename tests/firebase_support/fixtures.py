@@ -76,23 +76,28 @@ def firebase_servers(tmp_path_factory):
             storage_server.stop()
 
 
-@pytest.fixture
-def firestore_client():
-    """The Firestore emulator's client (wiped first) when FIRESTORE_EMULATOR_HOST is set, else the
-    in-memory stand-in; None means `open_store` makes the emulator client itself."""
+def _firestore_client(wipe: bool) -> firestore_standin.Client | None:
+    """None (`open_store` then makes the emulator's client) when FIRESTORE_EMULATOR_HOST is set,
+    the emulator wiped first if asked; else a fresh in-memory stand-in."""
     host = os.environ.get("FIRESTORE_EMULATOR_HOST")
-    if host:
+    if not host:
+        return firestore_standin.Client(REPO / "firestore.indexes.json")
+    if wipe:
         requests.delete(f"http://{host}/emulator/v1/projects/{PROJECT_ID}/databases/(default)/documents",
                         timeout=10).raise_for_status()
-        return None
-    return firestore_standin.Client(REPO / "firestore.indexes.json")
+    return None
+
+
+def _config(firestore_client, data_dir: Path) -> dict:
+    """The configuration an operator sets for the Firebase store, plus the stand-in when used."""
+    return {"STORE": "firebase", "FIREBASE_PROJECT_ID": PROJECT_ID, "FIREBASE_STORAGE_BUCKET": BUCKET,
+            "SIGNED_URL_TTL_S": 900, "FIRESTORE_CLIENT": firestore_client, "DATA_DIR": data_dir}
 
 
 @pytest.fixture
-def firebase_config(firebase_servers, firestore_client, tmp_path) -> dict:
-    """The configuration an operator sets for the Firebase store, plus the stand-in when used."""
-    return {"STORE": "firebase", "FIREBASE_PROJECT_ID": PROJECT_ID, "FIREBASE_STORAGE_BUCKET": BUCKET,
-            "SIGNED_URL_TTL_S": 900, "FIRESTORE_CLIENT": firestore_client, "DATA_DIR": tmp_path / "data"}
+def firebase_config(firebase_servers, tmp_path) -> dict:
+    """For the store contract, whose users have fixed names: an empty Firestore for each test."""
+    return _config(_firestore_client(wipe=True), tmp_path / "data")
 
 
 @pytest.fixture
@@ -100,6 +105,9 @@ def firebase_store(firebase_config):
     return open_store(firebase_config)
 
 
-@pytest.fixture
-def firebase_app(firebase_config):
-    return create_app({"TESTING": True, "RATE_LIMIT": "100000 per minute", **firebase_config})
+@pytest.fixture(scope="module")
+def firebase_app(firebase_servers, tmp_path_factory):
+    """The service on the Firebase store, one per test module (loading the models takes seconds);
+    its tests keep apart by making their own users."""
+    config = _config(_firestore_client(wipe=False), tmp_path_factory.mktemp("data"))
+    return create_app({"TESTING": True, "RATE_LIMIT": "100000 per minute", **config})
