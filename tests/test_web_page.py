@@ -397,3 +397,64 @@ def test_phone_width(open_page, service, busbra_png):
     shot(page, "phone-result")
     page.set_viewport_size(DESKTOP)
     shot(page, "desktop-after-phone")
+
+
+def test_firebase_mode_signs_in_with_the_bundled_sdk(browser, tmp_path_factory, busbra_png):
+    """With a Firebase project the page signs in through the Firebase JS SDK bundle (built here by
+    scripts/build-web) against the Auth emulator, and its calls carry the user's ID token."""
+    from tests.firebase_support.servers import AuthEmulator
+
+    build = subprocess.run([str(REPO_ROOT / "scripts" / "build-web")], cwd=REPO_ROOT, capture_output=True, text=True)
+    assert build.returncode == 0, build.stderr
+    workdir = tmp_path_factory.mktemp("web-firebase")
+    project = "demo-branet-web"
+    emulator = AuthEmulator(workdir, project)
+    try:
+        email = "clinician@example.org"
+        uid = emulator.sign_up(email, "correct-horse-battery")["localId"]
+        process, base = _start_gunicorn(workdir / "data", {
+            "BRANET_FIREBASE_PROJECT_ID": project, "FIREBASE_AUTH_EMULATOR_HOST": emulator.host,
+            "BRANET_FIREBASE_WEB_API_KEY": "demo-web-api-key"})
+        try:
+            assert requests.get(base + "/v1/analyses", timeout=10).status_code == 401
+            policy = requests.get(base + "/", timeout=10).headers["Content-Security-Policy"]
+            assert f"http://{emulator.host}" in policy and "https://identitytoolkit.googleapis.com" in policy
+            context = browser.new_context(viewport=DESKTOP, locale="en-GB")
+            errors = []
+            page = context.new_page()
+            page.on("pageerror", lambda error: errors.append(str(error)))
+            page.goto(base + "/")
+            page.wait_for_selector("body[data-ready=true]")
+            expect(page.locator("#sign-in")).to_be_visible()
+            assert page.locator("#app").is_hidden()
+
+            page.locator("#email").fill(email)
+            page.locator("#password").fill("wrong password")
+            page.locator("#sign-in-form button[type=submit]").click()
+            expect(page.locator("#sign-in-error")).to_contain_text("Sign-in failed", timeout=30_000)
+            assert page.locator("#app").is_hidden()
+
+            page.locator("#password").fill("correct-horse-battery")
+            page.locator("#sign-in-form button[type=submit]").click()
+            expect(page.locator("#app")).to_be_visible(timeout=30_000)
+            expect(page.locator("#account-status")).to_have_text(f"Signed in as {email}")
+            page.locator("#file").set_input_files({"name": "bus_0002-l.png", "mimeType": "image/png", "buffer": busbra_png})
+            page.locator("#analyse").click()
+            page.wait_for_selector("#stage[data-loaded=true]", timeout=180_000)
+            shot(page, "desktop-firebase-signed-in")
+
+            token = emulator.sign_in(email, "correct-horse-battery")
+            history = requests.get(base + "/v1/analyses", headers={"Authorization": f"Bearer {token}"}, timeout=10).json()
+            assert history["total"] == 1, "stored under the signed-in user"
+            assert page.locator("#history-list li").count() == 1
+
+            page.locator("#sign-out").click()
+            expect(page.locator("#sign-in")).to_be_visible()
+            assert page.locator("#app").is_hidden()
+            context.close()
+            assert not errors, errors
+            assert uid
+        finally:
+            _stop(process)
+    finally:
+        emulator.stop()
