@@ -172,8 +172,11 @@ class SQLiteStore(Store):
             try:
                 owner_pid = int(pid)
                 uuid.UUID(analysis_id)
-            except ValueError:
-                shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink(missing_ok=True)
+            except ValueError:  # not one of ours: nothing else is ever written here
+                if entry.is_dir():
+                    shutil.rmtree(entry, ignore_errors=True)
+                else:
+                    entry.unlink(missing_ok=True)
                 continue
             try:
                 age = time.time() - entry.stat().st_mtime
