@@ -17,6 +17,7 @@ from api.config import REPO_ROOT, from_environment
 from conftest import upload
 from ml.cards import sha256_of
 from ml.datasets import lesion_mask, load_gray, read_folder
+from ml.feedback import main as feedback_main
 
 WEIGHTS = from_environment()["WEIGHTS_DIR"]
 MISSED = [[[20, 30], [90, 30], [90, 80], [20, 80]]]
@@ -25,10 +26,6 @@ IGNORE = [[[150, 10], [260, 10], [260, 40]]]
 
 def run_module(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
-
-
-def export(data_dir: Path, out: Path, *options: str) -> subprocess.CompletedProcess:
-    return run_module("ml.feedback", "export", str(out), "--data-dir", str(data_dir), *options)
 
 
 def read_rows(folder: Path) -> list[dict]:
@@ -84,7 +81,7 @@ def stored(tmp_path_factory, shared_data) -> dict:
 @pytest.fixture(scope="module")
 def exported(stored, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("exports") / "feedback"
-    result = export(stored["data_dir"], out)
+    result = run_module("ml.feedback", "export", str(out), "--data-dir", str(stored["data_dir"]))
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
     assert summary["images"] == 3 and summary["lesion_masks"] == 1 and summary["ignore_masks"] == 1
@@ -121,17 +118,17 @@ def test_the_export_reads_like_a_shared_data_set(stored, exported):
     assert (lesion_mask(sample, gray.shape) > 0).sum() == (np.asarray(Image.open(io.BytesIO(stored["missed_png"]))) > 0).sum()
 
 
-def test_modality_filter_and_a_non_empty_folder(stored, exported, tmp_path):
+def test_modality_filter_and_a_non_empty_folder(stored, exported, tmp_path, capsys):
+    """The command's own entry in this process (the fixture above ran it as a command)."""
     out = tmp_path / "mg"
-    result = export(stored["data_dir"], out, "--modality", "mammography")
-    assert result.returncode == 0, result.stderr
+    assert feedback_main(["export", str(out), "--data-dir", str(stored["data_dir"]), "--modality", "mammography"]) == 0
     assert [row["group"] for row in read_rows(out)] == [stored["mammogram"]["id"]]
     before = (exported / "labels.csv").read_bytes()
-    refused = export(stored["data_dir"], exported)
-    assert refused.returncode == 2 and "not an empty folder" in refused.stderr
+    assert feedback_main(["export", str(exported), "--data-dir", str(stored["data_dir"])]) == 2
+    assert "not an empty folder" in capsys.readouterr().err
     assert (exported / "labels.csv").read_bytes() == before
-    missing = export(tmp_path / "no-store", tmp_path / "out")
-    assert missing.returncode == 2 and not (tmp_path / "out").exists() and not (tmp_path / "no-store").exists()
+    assert feedback_main(["export", str(tmp_path / "out"), "--data-dir", str(tmp_path / "no-store")]) == 2
+    assert not (tmp_path / "out").exists() and not (tmp_path / "no-store").exists()
 
 
 def test_importing_the_data_set_writer_imports_no_flask():
