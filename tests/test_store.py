@@ -126,3 +126,22 @@ def test_a_failed_feedback_write_keeps_neither_row_nor_mask(store, tmp_path):
         store.add_feedback("alice", saved["id"], {"label": "benign", "bad": object()}, {"missed_lesions": b"m"})
     assert store.get_analysis("alice", saved["id"])["feedback"] == []
     assert not (tmp_path / "images" / saved["id"] / "feedback1_missed_lesions.png").exists()
+
+
+def test_nested_values_read_back_unchanged(store):
+    saved = record(saliency={"grid": [[0.0, 0.5], [1.0, 0.25]]}, rois=[{"index": 0, "box": {"x0": 1}}],
+                   pixel_spacing_mm=[0.1, 0.1])
+    store.save_analysis("alice", saved, {"original.png": b"x"})
+    assert store.get_analysis("alice", saved["id"]) == {**saved, "feedback": []}
+
+
+def test_a_corrected_roi_is_appended_with_its_images_and_the_label(store):
+    saved = record(label="benign", rois=[])
+    store.save_analysis("alice", saved, {"original.png": b"x"})
+    roi = store.add_roi("alice", saved["id"], {"source": "correction"}, {".png": b"crop", "_mask.png": b"mask"},
+                        "malignant")
+    assert roi == {"source": "correction", "index": 0, "images": ["roi0.png", "roi0_mask.png"]}
+    stored = store.get_analysis("alice", saved["id"])
+    assert stored["label"] == "malignant" and stored["rois"] == [roi]
+    assert store.read_image("alice", saved["id"], "roi0_mask.png") == b"mask"
+    assert store.add_roi("bob", saved["id"], {"source": "correction"}, {".png": b"c"}, "benign") is None
