@@ -458,3 +458,41 @@ def test_firebase_mode_signs_in_with_the_bundled_sdk(browser, tmp_path_factory, 
             _stop(process)
     finally:
         emulator.stop()
+
+
+CONTRAST_SCRIPT = """() => {
+    const channel = (c) => { c /= 255; return c <= 0.03928 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4; };
+    const rgb = (text) => text.match(/[\\d.]+/g).map(Number);
+    const luminance = ([r, g, b]) => 0.2126 * channel(r) + 0.7152 * channel(g) + 0.0722 * channel(b);
+    const background = (element) => {
+        for (let node = element; node; node = node.parentElement) {
+            const colour = rgb(getComputedStyle(node).backgroundColor);
+            if (colour.length < 4 || colour[3] > 0) return colour;
+        }
+        return [255, 255, 255];
+    };
+    const results = [];
+    const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+    for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+        const element = node.parentElement;
+        if (!node.textContent.trim() || !element.checkVisibility() || element.closest(".stage")) continue;
+        const fg = luminance(rgb(getComputedStyle(element).color));
+        const bg = luminance(background(element));
+        const ratio = (Math.max(fg, bg) + 0.05) / (Math.min(fg, bg) + 0.05);
+        results.push([node.textContent.trim().slice(0, 40), Math.round(ratio * 100) / 100]);
+    }
+    return results;
+}"""
+
+
+def test_every_visible_text_has_readable_contrast(open_page, service, busbra_png):
+    """WCAG AA: every piece of text on the page (outside the image) at 4.5:1 or better."""
+    analysis = analyse_via_api(service, busbra_png, extract_roi="true")
+    page = open_page()
+    page.locator(f"#history-list li[data-id='{analysis['id']}'] .history-open").click()
+    page.wait_for_selector("#stage[data-loaded=true]")
+    page.locator("#options-panel summary").click()
+    texts = page.evaluate(CONTRAST_SCRIPT)
+    assert len(texts) > 50
+    low = [(text, ratio) for text, ratio in texts if ratio < 4.5]
+    assert not low, low
