@@ -13,12 +13,13 @@ import uuid
 import pytest
 import requests
 from firebase_admin import auth as firebase_auth
+from firebase_admin import storage
 from google.cloud.firestore_v1.base_query import FieldFilter
 
 from api import create_app
 from api.firebase_app import firebase_app as get_firebase_app
 from api.store import StoreError
-from api.store.firebase import APP_OBJECT_NAMES
+from api.store.firebase import APP_OBJECT_NAMES, FirebaseStore
 
 pytestmark = pytest.mark.firebase
 
@@ -301,3 +302,12 @@ def test_the_user_id_comes_only_from_the_token(firebase_app, client, new_user, b
     analysis_id = response.get_json()["idResult"]
     assert history_document(firebase_app, uid, analysis_id).exists
     assert not history_document(firebase_app, "intruder", analysis_id).exists
+
+
+def test_readiness_fails_when_the_bucket_is_missing(firebase_store, firebase_servers):
+    firebase_store.check_writable()
+    missing = FirebaseStore(firebase_store.db, storage.bucket("no-such-bucket",
+                                                              app=get_firebase_app(firebase_servers.project_id)),
+                            firebase_store.signed_url_ttl)
+    with pytest.raises(StoreError):
+        missing.check_writable()

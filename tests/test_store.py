@@ -4,6 +4,7 @@ storage server); tests that look at SQLite's own files run against SQLite only."
 from __future__ import annotations
 
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -145,3 +146,20 @@ def test_a_corrected_roi_is_appended_with_its_images_and_the_label(store):
     assert stored["label"] == "malignant" and stored["rois"] == [roi]
     assert store.read_image("alice", saved["id"], "roi0_mask.png") == b"mask"
     assert store.add_roi("bob", saved["id"], {"source": "correction"}, {".png": b"c"}, "benign") is None
+
+
+def test_concurrent_feedback_gets_distinct_versions_and_keeps_every_mask(store):
+    saved = record()
+    store.save_analysis("alice", saved, {"original.png": b"x"})
+
+    def write(writer: int) -> list[dict]:
+        return [store.add_feedback("alice", saved["id"], {"label": "benign", "comment": f"{writer}-{n}"},
+                                   {"missed_lesions": f"mask {writer}-{n}".encode()}) for n in range(2)]
+
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        written = [entry for entries in pool.map(write, range(3)) for entry in entries]
+    assert sorted(entry["version"] for entry in written) == list(range(1, 7))
+    for entry in written:
+        mask = store.read_image("alice", saved["id"], entry["masks"]["missed_lesions"])
+        assert mask == f"mask {entry['comment']}".encode()
+    assert len(store.get_analysis("alice", saved["id"])["feedback"]) == 6

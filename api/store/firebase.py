@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 # The pipeline's image names that the app knows under another name in Storage.
 APP_OBJECT_NAMES = {"contours.png": "drawed_contours.png"}
 TYPE_ANALYSIS = {"ultrasound": "U", "mammography": "M"}
-MAX_ATTEMPTS = 5  # optimistic writes (feedback versions, ROI indexes) retried on a lost race
+MAX_ATTEMPTS = 10  # optimistic writes (feedback versions, ROI indexes) retried on a lost race
 NESTED_LIST = "listValues"  # Firestore arrays cannot hold arrays: an inner list is wrapped in a map
 GOOGLE_ERRORS = (gexc.GoogleAPIError, google.auth.exceptions.GoogleAuthError, OSError, ValueError, TypeError)
 
