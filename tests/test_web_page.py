@@ -372,6 +372,7 @@ def test_spanish(open_page, service, busbra_png):
     assert page.locator("#result-label").text_content() in CLASSES_ES
     assert "no es un diagnóstico" in page.locator("#caution").text_content()
     assert page.locator("#send-feedback").text_content() == "Enviar valoración"
+    shot(page, "desktop-spanish")
     page.reload()
     page.wait_for_selector("body[data-ready=true]")
     assert page.locator("#analyse").text_content() == "Analizar", "the choice is remembered"
