@@ -3,7 +3,7 @@
 * the Firebase Auth emulator (firebase-tools 13 from node_modules, run offline: its MOTD fetch and
   usage reporting are switched off through a private config store, its hub and logging ports are
   chosen here so that parallel sessions do not collide);
-* a GCS-compatible server (gcp-storage-emulator, from requirements.txt);
+* a GCS-compatible server (gcp-storage-emulator, from requirements-dev.txt);
 * `FaultyProxy`: a plain HTTP proxy in front of the storage server that refuses chosen requests,
   so that a real client sees a real HTTP error part-way through an analysis.
 """
