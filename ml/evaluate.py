@@ -42,13 +42,17 @@ BATCH = 32
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
 
 
-def _seen(path: Path, screen_crop: bool) -> np.ndarray:
+SCREEN_MODES = ("off", "on", "marks")  # marks: calipers and text inpainted, no crop (an ablation)
+
+
+def _seen(path: Path, screen_crop: bool | str) -> np.ndarray:
     """An image as the classifier sees it in an analysis with or without `screen_crop`."""
+    mode = {True: "on", False: "off"}.get(screen_crop, screen_crop)
     gray = load_gray(path)
-    return clean_scan(gray).gray if screen_crop else gray
+    return gray if mode == "off" else clean_scan(gray, crop=mode == "on").gray
 
 
-def _probabilities(classifier: Classifier, paths: list[Path], screen_crop: bool, desc: str) -> np.ndarray:
+def _probabilities(classifier: Classifier, paths: list[Path], screen_crop: bool | str, desc: str) -> np.ndarray:
     probs = []
     for start in tqdm(range(0, len(paths), BATCH), desc=desc, file=sys.stderr):
         probs.append(classifier.probabilities([_seen(p, screen_crop) for p in paths[start : start + BATCH]]))
@@ -65,7 +69,7 @@ def classify(modality: str, folder: Path, weights_dir: Path, screen_crop: bool =
     return {"model": {"name": classifier.name, "version": classifier.version}, "screen_crop": screen_crop, **result}
 
 
-def out_of_fold(modality: str, data_root: Path, run_dir: Path, folds: list[int], settings: list[bool],
+def out_of_fold(modality: str, data_root: Path, run_dir: Path, folds: list[int], settings: list[str],
                 weights_dir: Path, limit: int | None = None, seed: int = 0) -> dict:
     """Each fold's network on its own held-out images (calibrated and thresholded as in
     cross-validation), per screen-crop setting: over all images, the annotated ones (calipers or
@@ -94,7 +98,7 @@ def out_of_fold(modality: str, data_root: Path, run_dir: Path, folds: list[int],
               "limit_per_fold": limit, "threshold": cv["threshold"]}
     for setting in settings:
         p = np.concatenate(probs[setting])
-        result[f"screen_crop_{'on' if setting else 'off'}"] = {
+        result[f"screen_crop_{setting}"] = {
             "all": report(labels_array, p, CLASSES, cv["threshold"]),
             "annotated": report(labels_array[annotated_array], p[annotated_array], CLASSES, cv["threshold"]),
             "clean": report(labels_array[~annotated_array], p[~annotated_array], CLASSES, cv["threshold"]),
@@ -131,7 +135,8 @@ def main(argv: list[str] | None = None) -> None:
     oof_parser.add_argument("--modality", choices=MODALITIES, required=True)
     oof_parser.add_argument("--run-dir", type=Path, help="default runs/<modality>")
     oof_parser.add_argument("--folds", type=int, nargs="+", default=[0])
-    oof_parser.add_argument("--screen-crop", choices=("on", "off", "both"), default="both")
+    oof_parser.add_argument("--screen-crop", choices=(*SCREEN_MODES, "both", "all"), default="both",
+                            help="both: off and on; marks: inpaint calipers and text without cropping; all: the three")
     oof_parser.add_argument("--limit", type=int, help="a random subset of this many held-out images per fold")
     oof_parser.add_argument("--weights-dir", type=Path, default=DEFAULT_WEIGHTS)
     oof_parser.add_argument("data_root", type=Path)
@@ -149,7 +154,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "classify":
         result = classify(args.modality, args.folder, args.weights_dir, args.screen_crop == "on")
     elif args.command == "out-of-fold":
-        settings = {"on": [True], "off": [False], "both": [False, True]}[args.screen_crop]
+        settings = {"both": ["off", "on"], "all": list(SCREEN_MODES)}.get(args.screen_crop, [args.screen_crop])
         result = out_of_fold(args.modality, args.data_root, args.run_dir or Path("runs") / args.modality,
                              args.folds, settings, args.weights_dir, args.limit)
     elif args.command == "segment":

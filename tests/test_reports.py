@@ -69,14 +69,14 @@ def test_json_report_follows_its_schema_with_sizes_in_millimetres(client, analys
 
 
 def test_png_report_has_no_millimetres(client, busbra_png):
-    body = upload(client, busbra_png, extract_roi="true").get_json()
+    body = upload(client, busbra_png, extract_roi="true", screen_crop="true").get_json()
     report = client.get(f"/v1/analyses/{body['id']}/report").get_json()
     assert ReportSchema().validate(report) == {}
     assert report["image"]["pixel_spacing_mm"] is None and report["image"]["width_mm"] is None
     assert all(roi["width_mm"] is None and roi["area_mm2"] is None for roi in report["rois"])
-    assert report["image"]["scan_area"] is not None  # screen cropping is on by default for ultrasound
+    assert report["image"]["scan_area"] == body["scan_area"] and report["image"]["marks_removed"] > 0
     page = client.get(f"/v1/analyses/{body['id']}/report.html").get_data(as_text=True)
-    assert "pixel spacing unknown" in page
+    assert "pixel spacing unknown" in page and "calipers and text inpainted" in page
 
 
 def test_html_report_is_printable_self_contained_and_escapes_comments(client, analysed):

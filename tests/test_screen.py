@@ -127,7 +127,7 @@ def test_clean_scan_crops_and_inpaints_a_screenshot(scan):
 
 def test_an_analysis_reports_the_scan_area_and_keeps_positions_in_image_pixels(client, scan):
     shot = screenshot(draw_calipers(scan, [(100, 150), (200, 150)]))
-    body = upload(client, png_bytes(shot), extract_roi="true").get_json()
+    body = upload(client, png_bytes(shot), extract_roi="true", screen_crop="true").get_json()
     area = body["scan_area"]
     assert abs(area["x0"] - PASTE_AT[0]) <= 3 and abs(area["y0"] - PASTE_AT[1]) <= 3
     assert body["marks_removed"] > 0 and body["options"]["screen_crop"] is True
@@ -142,10 +142,12 @@ def test_an_analysis_reports_the_scan_area_and_keeps_positions_in_image_pixels(c
     assert "scan" in body["images"]
 
 
-def test_screen_crop_can_be_turned_off_and_is_ignored_for_mammography(client, scan, mias_png):
-    body = upload(client, png_bytes(screenshot(scan)), screen_crop="false").get_json()
-    assert body["scan_area"] is None and body["marks_removed"] is None and "scan" not in body["images"]
-    body = upload(client, mias_png, modality="mammography").get_json()
+def test_screen_crop_is_off_by_default_and_ignored_for_mammography(client, scan, mias_png):
+    for fields in ({}, {"screen_crop": "false"}):
+        body = upload(client, png_bytes(screenshot(scan)), saliency="none", **fields).get_json()
+        assert body["scan_area"] is None and body["marks_removed"] is None and "scan" not in body["images"]
+        assert body["options"]["screen_crop"] is False
+    body = upload(client, mias_png, modality="mammography", screen_crop="true", saliency="none").get_json()
     assert body["scan_area"] is None
 
 
