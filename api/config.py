@@ -32,6 +32,12 @@ def from_environment() -> dict:
         # Cloud Storage for Firebase; needs the project id and the bucket).
         "STORE": os.environ.get("BRANET_STORE", "sqlite"),
         "FIREBASE_STORAGE_BUCKET": os.environ.get("BRANET_FIREBASE_STORAGE_BUCKET") or None,
+        # The web page's sign-in: the Firebase web app's API key (public: it names the project to
+        # Firebase Auth, it grants nothing), its auth domain (default <project>.firebaseapp.com),
+        # and an Auth emulator, from the variable firebase-admin itself honours.
+        "FIREBASE_WEB_API_KEY": os.environ.get("BRANET_FIREBASE_WEB_API_KEY", ""),
+        "FIREBASE_AUTH_DOMAIN": os.environ.get("BRANET_FIREBASE_AUTH_DOMAIN") or None,
+        "FIREBASE_AUTH_EMULATOR_HOST": os.environ.get("FIREBASE_AUTH_EMULATOR_HOST") or None,
         # Lifetime of the signed image URLs written for the app (V4 signed URLs allow at most 7 days).
         "SIGNED_URL_TTL_S": int(os.environ.get("BRANET_SIGNED_URL_TTL_S", 3600)),
         # An official Segment Anything checkpoint replaces our own segmenters when both are set.

@@ -20,12 +20,14 @@ START_LIMIT_S = 60  # issue 8: ready within a minute of start on this machine
 
 def _entrypoint_environment(tmp_path: Path, port: int, **extra: str) -> dict[str, str]:
     """The environment App Engine gives the entrypoint: PORT, plus app.yaml's variables except the
-    Firebase project (the local single-user mode, so that no Firebase credentials are needed); the
-    virtual environment's bin first on PATH, as on an instance where gunicorn is installed."""
+    Firebase ones (so the local single-user mode and embedded store, needing no Google credentials);
+    the virtual environment's bin first on PATH, as on an instance where gunicorn is installed."""
     app_yaml = yaml.safe_load((REPO_ROOT / "app.yaml").read_text())
-    env = {**os.environ, **app_yaml.get("env_variables", {}), "PORT": str(port),
-           "BRANET_DATA_DIR": str(tmp_path / "data"), **extra}
-    env.pop("BRANET_FIREBASE_PROJECT_ID", None)
+    deployed = {name: value for name, value in app_yaml["env_variables"].items()
+                if not name.startswith("BRANET_FIREBASE_") and name != "BRANET_STORE"}
+    env = {name: value for name, value in os.environ.items()
+           if not name.startswith("BRANET_FIREBASE_") and name != "BRANET_STORE"}
+    env.update(deployed, PORT=str(port), BRANET_DATA_DIR=str(tmp_path / "data"), **extra)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
     return env
 

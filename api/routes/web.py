@@ -8,7 +8,6 @@ document. Its responses carry their own Content-Security-Policy (the API's own i
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -23,23 +22,16 @@ blp = Blueprint("web", __name__)
 
 
 def _firebase_web_config() -> dict | None:
-    """The public web configuration of the Firebase project (none in local mode).
-
-    The API key of a Firebase web app is not a secret (it identifies the project to Firebase
-    Auth); it is read from BRANET_FIREBASE_WEB_API_KEY, the auth domain from
-    BRANET_FIREBASE_AUTH_DOMAIN (default <project>.firebaseapp.com), and an Auth emulator from
-    FIREBASE_AUTH_EMULATOR_HOST, the variable firebase-admin itself honours.
-    """
-    project_id = current_app.config.get("FIREBASE_PROJECT_ID")
+    """The public web configuration of the Firebase project (none in local mode)."""
+    config = current_app.config
+    project_id = config["FIREBASE_PROJECT_ID"]
     if not project_id:
         return None
-    config = current_app.config
-    emulator = config.get("FIREBASE_AUTH_EMULATOR_HOST", os.environ.get("FIREBASE_AUTH_EMULATOR_HOST"))
+    emulator = config["FIREBASE_AUTH_EMULATOR_HOST"]
     return {
         "projectId": project_id,
-        "apiKey": config.get("FIREBASE_WEB_API_KEY", os.environ.get("BRANET_FIREBASE_WEB_API_KEY", "")),
-        "authDomain": config.get("FIREBASE_AUTH_DOMAIN",
-                                 os.environ.get("BRANET_FIREBASE_AUTH_DOMAIN", f"{project_id}.firebaseapp.com")),
+        "apiKey": config["FIREBASE_WEB_API_KEY"],
+        "authDomain": config["FIREBASE_AUTH_DOMAIN"] or f"{project_id}.firebaseapp.com",
         "authEmulator": f"http://{emulator}" if emulator else None,
     }
 
