@@ -306,7 +306,8 @@ def cross_validated_metrics(data: TrainingData, logits: np.ndarray, fold_of: np.
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    run_dir = args.run_dir or Path("runs") / (f"{args.modality}-fine-tune-{args.version}" if args.fine_tune else args.modality)
+    # One fine-tuning folder per modality: an interrupted fine-tune resumes when its settings match.
+    run_dir = args.run_dir or Path("runs") / (f"{args.modality}-fine-tune" if args.fine_tune else args.modality)
     run_dir.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(message)s",

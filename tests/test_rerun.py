@@ -6,6 +6,7 @@ import uuid
 
 import pytest
 
+from api import create_app
 from api.config import from_environment
 from conftest import record_count, upload
 
@@ -110,3 +111,13 @@ def test_rerun_is_in_the_openapi_document(client):
     assert "dicom_frame" not in properties
     analysis = spec["components"]["schemas"]["Analysis"]["properties"]
     assert {"rerun_of", "reused"} <= set(analysis)
+
+
+def test_reruns_are_rate_limited(tmp_path, busbra_png):
+    client = create_app({"TESTING": True, "DATA_DIR": tmp_path / "data", "RATE_LIMIT": "2 per minute"}).test_client()
+    created = upload(client, busbra_png, saliency="none").get_json()
+    assert [rerun(client, created["id"]).status_code for _ in range(2)] == [201, 201]
+    refused = rerun(client, created["id"])
+    assert refused.status_code == 429 and "Retry-After" in refused.headers
+    assert refused.get_json()["error"]["code"] == "too_many_requests"
+    assert record_count(client) == 3
