@@ -28,6 +28,10 @@ def from_environment() -> dict:
         "DATA_DIR": Path(os.environ.get("BRANET_DATA_DIR", REPO_ROOT / "instance")),
         "WEIGHTS_DIR": Path(os.environ.get("BRANET_WEIGHTS_DIR", REPO_ROOT / "weights")),
         "FIREBASE_PROJECT_ID": os.environ.get("BRANET_FIREBASE_PROJECT_ID") or None,
+        # Browser origins allowed to call the API (comma-separated); none by default. The native
+        # app and the page served at / need none.
+        "CORS_ORIGINS": [origin.strip() for origin in os.environ.get("BRANET_CORS_ORIGINS", "").split(",")
+                         if origin.strip()],
         # Where analyses are kept: "sqlite" (embedded, the default) or "firebase" (Firestore and
         # Cloud Storage for Firebase; needs the project id and the bucket).
         "STORE": os.environ.get("BRANET_STORE", "sqlite"),

@@ -71,7 +71,7 @@ def init_app(app: Flask) -> OpenAPI:
     """Set up the extensions; returns the OpenAPI extension, which registers the blueprints."""
     app.config.setdefault("OPENAPI_SWAGGER_UI_URL", SWAGGER_ASSETS)
     openapi = OpenAPI(app)
-    origins = app.config.get("CORS_ORIGINS") or []
+    origins = app.config["CORS_ORIGINS"]
     if origins:
         CORS(app, origins=origins, supports_credentials=False)
     # A refusal is a RateLimitExceeded (429) rendered as JSON by api.errors; headers_enabled

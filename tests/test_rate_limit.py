@@ -8,7 +8,7 @@ import pytest
 
 from api import create_app
 
-LIMIT = 3
+LIMIT = 60  # issue 8: the 61st request in a minute over a limit of 60 is refused
 JUNK = os.urandom(256)  # not an image: refused fast (415), which still counts against the limit
 
 
@@ -65,3 +65,23 @@ def test_unauthenticated_callers_are_limited_per_address(tmp_path, monkeypatch):
         assert post_v1(client, **first).status_code == 401
     assert post_v1(client, **first).status_code == 429
     assert post_v1(client, environ_base={"REMOTE_ADDR": "192.0.2.2"}).status_code == 401
+
+
+@pytest.mark.parametrize("configured", [["https://clinic.example"], []])
+def test_cors_answers_only_configured_origins(tmp_path, configured):
+    app = create_app({"TESTING": True, "DATA_DIR": tmp_path / "data", "CORS_ORIGINS": configured})
+    client = app.test_client()
+    allowed = client.get("/v1/health", headers={"Origin": "https://clinic.example"})
+    other = client.get("/v1/health", headers={"Origin": "https://elsewhere.example"})
+    expected = "https://clinic.example" if configured else None
+    assert allowed.headers.get("Access-Control-Allow-Origin") == expected
+    assert "Access-Control-Allow-Origin" not in other.headers
+
+
+def test_cors_origins_come_from_the_environment(monkeypatch):
+    from api.config import from_environment
+
+    monkeypatch.setenv("BRANET_CORS_ORIGINS", "https://a.example, https://b.example")
+    assert from_environment()["CORS_ORIGINS"] == ["https://a.example", "https://b.example"]
+    monkeypatch.delenv("BRANET_CORS_ORIGINS")
+    assert from_environment()["CORS_ORIGINS"] == []
