@@ -167,14 +167,14 @@ def main(argv: list[str] | None = None) -> int:
     config = from_environment()
     if args.data_dir is not None:
         config["DATA_DIR"] = args.data_dir
-    if not Path(config["DATA_DIR"]).is_dir():
+    embedded = config.get("STORE", "sqlite") == "sqlite"
+    if embedded and not Path(config["DATA_DIR"]).is_dir():  # rather than create an empty store there
         print(f"error: no store at {config['DATA_DIR']} (give --data-dir or set BRANET_DATA_DIR)", file=sys.stderr)
         return 2
     store = open_store(config)
-    items = items_from_records(store.feedback_records(args.modality), store.read_image)
     try:
-        summary = write_dataset(items, args.dir)
-    except FileExistsError as error:
+        summary = write_dataset(items_from_records(store.feedback_records(args.modality), store.read_image), args.dir)
+    except (FileExistsError, NotImplementedError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(json.dumps(summary))
