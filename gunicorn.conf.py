@@ -16,3 +16,14 @@ graceful_timeout = 30
 limit_request_line = 8190
 limit_request_fields = 100
 accesslog = None  # the app logs each request as one JSON line, without query strings
+
+
+def on_starting(server) -> None:
+    """Refuse to serve a weights file that fails its checksum: exit before any worker starts, so
+    that a deployment fails visibly instead of running an instance that is never ready."""
+    from api.models import refusal_to_start
+
+    reason = refusal_to_start(server.app.wsgi())  # the app preloaded above: nothing loads twice
+    if reason:
+        server.log.critical("refusing to start: %s", reason)
+        raise SystemExit(1)

@@ -15,8 +15,9 @@ log = logging.getLogger(__name__)
 
 def init_app(app: Flask) -> None:
     """Load every model once, in the process that creates the app (gunicorn's master, with
-    `preload_app`). A tampered weights file stops the start; any other missing model leaves the
-    service up but not ready. Each modality serves the classifier that `MODELS` (BRANET_MODELS)
+    `preload_app`). A model that cannot be loaded leaves the app up but not ready; a tampered
+    weights file is also marked, so that the server refuses to start (`refusal_to_start`, called
+    by gunicorn.conf.py) while `flask weights verify` can still build the app to report it. Each modality serves the classifier that `MODELS` (BRANET_MODELS)
     names, else the shipped one: a fine-tuned version in the weights folder is listed by
     /v1/models but served only once it is named, after someone has read its card."""
     started = time.perf_counter()
@@ -38,14 +39,19 @@ def init_app(app: Flask) -> None:
         app.extensions["branet.analyzer"] = analyzer
         app.extensions["branet.model_error"] = None
         log.info("models loaded in %.1f s", time.perf_counter() - started)
-    except WeightsTampered as error:
-        log.critical("refusing to start: %s", error)
-        raise
     except ModelUnavailable as error:
-        # The service starts but reports itself not ready, and every analysis answers 503.
+        # The app reports itself not ready, and every analysis answers 503.
         log.error("models not loaded: %s", error)
         app.extensions["branet.analyzer"] = None
         app.extensions["branet.model_error"] = str(error)
+        app.extensions["branet.weights_tampered"] = isinstance(error, WeightsTampered)
+
+
+def refusal_to_start(app: Flask) -> str | None:
+    """Why a server must not serve this app at all (a weights file failing its checksum), or None."""
+    if app.extensions.get("branet.weights_tampered"):
+        return app.extensions["branet.model_error"]
+    return None
 
 
 def get_analyzer() -> Analyzer:

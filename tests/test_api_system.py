@@ -4,12 +4,10 @@ from __future__ import annotations
 import json
 import shutil
 
-import pytest
-
 from api import create_app
 from api.config import REPO_ROOT
+from api.models import refusal_to_start
 from conftest import record_count, upload
-from ml.errors import WeightsTampered
 
 
 def test_health_says_local_mode(client):
@@ -70,21 +68,27 @@ def _copied_weights(tmp_path):
     return weights, json.loads((weights / "branet-us-resnet18.json").read_text())
 
 
-def test_weights_failing_their_checksum_stop_the_start_with_a_clear_message(tmp_path):
+def test_weights_failing_their_checksum_are_refused_and_marked_so_no_server_starts(tmp_path, busbra_png):
     weights, card = _copied_weights(tmp_path)
     with open(weights / card["weights_file"], "r+b") as handle:  # corrupt one byte
         handle.seek(1000)
         byte = handle.read(1)
         handle.seek(1000)
         handle.write(bytes([byte[0] ^ 0xFF]))
-    with pytest.raises(WeightsTampered, match=f"{card['weights_file']} has sha256 .*its card says {card['sha256']}"):
-        create_app({"TESTING": True, "DATA_DIR": tmp_path / "data", "WEIGHTS_DIR": weights})
+    app = create_app({"TESTING": True, "DATA_DIR": tmp_path / "data", "WEIGHTS_DIR": weights})
+    reason = refusal_to_start(app)
+    assert reason and f"{card['weights_file']} has sha256" in reason and card["sha256"] in reason
+    client = app.test_client()
+    assert client.get("/v1/ready").status_code == 503
+    assert upload(client, busbra_png).status_code == 503
+    assert record_count(client) == 0
 
 
 def test_a_missing_model_leaves_the_service_up_but_not_ready_and_analyses_answer_503(tmp_path, busbra_png):
     weights, card = _copied_weights(tmp_path)
     (weights / card["weights_file"]).unlink()
     app = create_app({"TESTING": True, "DATA_DIR": tmp_path / "data", "WEIGHTS_DIR": weights})
+    assert refusal_to_start(app) is None
     client = app.test_client()
     ready = client.get("/v1/ready")
     assert ready.status_code == 503 and "missing" in ready.get_json()["checks"]["models"]
