@@ -55,6 +55,7 @@ from ml.multitask import ClassifierWithLocalisation
 from ml.preprocess import InputSpec, letterbox, normalise
 from ml.resnet import ARCHITECTURES
 from ml.saliency import Explainer, localisation_metrics
+from ml.screen import clean_scan
 
 SCREENING_SENSITIVITY = 0.95
 SALIENCY_IMAGES_PER_FOLD = 100
@@ -74,6 +75,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--localisation-weight", type=float, default=0.5,
                         help="weight of the lesion-localisation loss (0 turns the head off)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--clean-scan", action="store_true",
+                        help="ultrasound: train on the scan area with calipers and burned-in text inpainted "
+                        "(ml.screen.clean_scan), as the screen_crop option analyses")
     parser.add_argument("--fine-tune", type=Path, metavar="WEIGHTS",
                         help="fine-tune this model (its .pt file; its card beside it) into a new version, "
                         "instead of training from scratch")
@@ -117,9 +121,11 @@ def extra_samples(folders: list[Path], modality: str) -> list[Sample]:
 
 
 class TrainingData:
-    """Every image and lesion mask letterboxed once to the input size, cached in the run folder."""
+    """Every image and lesion mask letterboxed once to the input size, cached in the run folder.
+    With `clean_scans`, each image is first cut to its scan area with its marks inpainted (and its
+    mask cut alike), so that a model can neither read calipers and text nor see the screen around."""
 
-    def __init__(self, samples: list[Sample], size: int, cache: Path) -> None:
+    def __init__(self, samples: list[Sample], size: int, cache: Path, clean_scans: bool = False) -> None:
         if cache.suffix != ".npz":  # a folder: the cache file is named by the samples it holds
             digest = hashlib.sha256("\n".join(str(s.path) for s in samples).encode()).hexdigest()[:16]
             cache = cache / f"data_{size}_{digest}.npz"
@@ -134,8 +140,12 @@ class TrainingData:
         pixels, masks = [], []
         for sample in tqdm(samples, desc="load"):
             gray = load_gray(sample.path)
+            mask = lesion_mask(sample, gray.shape)
+            if clean_scans:
+                cleaned = clean_scan(gray)
+                gray, mask = cleaned.gray, mask[cleaned.area.slices()]
             pixels.append(letterbox(gray, size))
-            masks.append(letterbox(lesion_mask(sample, gray.shape), size))
+            masks.append(letterbox(mask, size))
         np.savez(cache, pixels=np.stack(pixels), masks=np.stack(masks))
         self.pixels, self.masks = torch.from_numpy(np.stack(pixels)), torch.from_numpy(np.stack(masks))
 
@@ -319,7 +329,10 @@ def main(argv: list[str] | None = None) -> None:
         fine_tune(args, run_dir)
         return
     samples = load_samples(args.data_root, args.modality) + extra_samples(args.extra, args.modality)
-    data = TrainingData(samples, args.size, run_dir / f"data_{args.size}.npz")
+    if args.clean_scan and args.modality != "ultrasound":
+        raise SystemExit("--clean-scan is for ultrasound screenshots only")
+    cache = run_dir / f"data_{args.size}{'_clean' if args.clean_scan else ''}.npz"
+    data = TrainingData(samples, args.size, cache, clean_scans=args.clean_scan)
     log.info("run %s: %d images", vars(args), len(samples))
 
     logits, fold_of, localisation = cross_validate(args, data, run_dir)
