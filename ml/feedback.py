@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     # The composition root: the service's configuration and store, without a Flask app (see above).
     from api.config import from_environment
-    from api.store import open_store
+    from api.store import StoreError, open_store
 
     config = from_environment()
     if args.data_dir is not None:
@@ -174,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     store = open_store(config)
     try:
         summary = write_dataset(items_from_records(store.feedback_records(args.modality), store.read_image), args.dir)
-    except (FileExistsError, NotImplementedError) as error:
+    except (FileExistsError, StoreError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(json.dumps(summary))

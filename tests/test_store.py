@@ -163,3 +163,21 @@ def test_concurrent_feedback_gets_distinct_versions_and_keeps_every_mask(store):
         mask = store.read_image("alice", saved["id"], entry["masks"]["missed_lesions"])
         assert mask == f"mask {entry['comment']}".encode()
     assert len(store.get_analysis("alice", saved["id"])["feedback"]) == 6
+
+
+def test_feedback_records_cross_owners_for_export_and_skip_the_rest(store):
+    """The export's read: every active analysis with feedback, oldest first, of one modality if asked."""
+    day = "2026-01-0{}T00:00:00.000+00:00"
+    alice_us, bob_mg = record(day.format(2), modality="ultrasound"), record(day.format(1), modality="mammography")
+    no_feedback, deleted = record(day.format(3), modality="ultrasound"), record(day.format(4), modality="ultrasound")
+    for owner, saved in (("alice", alice_us), ("bob", bob_mg), ("alice", no_feedback), ("bob", deleted)):
+        store.save_analysis(owner, saved, {"original.png": b"x"})
+    for owner, saved in (("alice", alice_us), ("bob", bob_mg), ("bob", deleted)):
+        store.add_feedback(owner, saved["id"], {"label": "benign"})
+    store.add_feedback("alice", alice_us["id"], {"label": "malignant"})
+    store.deactivate("bob", deleted["id"])
+
+    listed = list(store.feedback_records())
+    assert [(owner, found["id"]) for owner, found in listed] == [("bob", bob_mg["id"]), ("alice", alice_us["id"])]
+    assert [f["label"] for f in listed[1][1]["feedback"]] == ["benign", "malignant"]
+    assert [found["id"] for _, found in store.feedback_records("ultrasound")] == [alice_us["id"]]

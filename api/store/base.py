@@ -57,10 +57,9 @@ class Store(ABC):
     def check_writable(self) -> None:
         """Raise StoreError when the store cannot take writes now (readiness probe)."""
 
+    @abstractmethod
     def feedback_records(self, modality: str | None = None) -> Iterator[tuple[str, dict]]:
         """(owner, record with its `feedback`) of every active analysis that has feedback, oldest
         first, optionally of one modality; read its images with `read_image(owner, ...)`. For
         exporting feedback as training data (`python -m ml.feedback export`), never for answering a
-        request: it crosses owners. Soft-deleted analyses are left out. Not abstract, so that a
-        store without it still serves; such a store cannot export."""
-        raise NotImplementedError(f"{type(self).__name__} cannot list feedback for export")
+        request: it crosses owners. Soft-deleted analyses are left out."""

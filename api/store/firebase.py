@@ -21,7 +21,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import google.auth
 import google.auth.credentials
@@ -285,6 +285,23 @@ class FirebaseStore(Store):
                 self._remove(written)
                 raise StoreError(f"could not save the ROI: {type(error).__name__}: {error}") from error
         raise StoreError("the analysis kept changing; try again")
+
+    def feedback_records(self, modality: str | None = None) -> Iterator[tuple[str, dict]]:
+        """Found through the first feedback of each analysis: a collection-group query over every
+        `Feedback` collection (`version == 1`, an index firestore.indexes.json declares)."""
+        try:
+            firsts = list(self.db.collection_group("Feedback")
+                          .where(filter=FieldFilter("version", "==", 1)).stream())
+            found = []
+            for first in firsts:
+                analysis = first.reference.parent.parent  # Users/{owner}/HistResults/{id}
+                owner = analysis.parent.parent.id
+                record = self.get_analysis(owner, analysis.id)
+                if record is not None and (modality is None or record["modality"] == modality):
+                    found.append((owner, record))
+        except GOOGLE_ERRORS as error:
+            raise StoreError(f"could not list the analyses with feedback: {type(error).__name__}") from error
+        yield from sorted(found, key=lambda item: item[1]["created_at"])
 
     def read_image(self, owner: str, analysis_id: str, name: str) -> bytes | None:
         try:

@@ -407,20 +407,6 @@ class SQLiteStore(Store):
             if record is not None and (modality is None or record["modality"] == modality):
                 yield owner, record
 
-    def feedback_records(self, modality: str | None = None) -> Iterator[tuple[str, dict]]:
-        try:
-            with closing(self._connect()) as db:
-                rows = db.execute(
-                    "SELECT id, owner FROM analyses AS a WHERE is_active = 1 AND EXISTS "
-                    "(SELECT 1 FROM feedback AS f WHERE f.analysis_id = a.id) ORDER BY created_at, rowid"
-                ).fetchall()
-        except sqlite3.Error as error:
-            raise StoreError(f"could not list the analyses with feedback: {error}") from error
-        for analysis_id, owner in rows:
-            record = self.get_analysis(owner, analysis_id)
-            if record is not None and (modality is None or record["modality"] == modality):
-                yield owner, record
-
     def read_image(self, owner: str, analysis_id: str, name: str) -> bytes | None:
         record = self.get_analysis(owner, analysis_id)
         if record is None:

@@ -116,6 +116,10 @@ class DocumentReference:
         self.id = path[-1]
         self.path = "/".join(path)
 
+    @property
+    def parent(self) -> CollectionReference:
+        return CollectionReference(self._client, self._path[:-1])
+
     def collection(self, collection_id: str) -> CollectionReference:
         return CollectionReference(self._client, self._path + (collection_id,))
 
@@ -137,12 +141,15 @@ class DocumentReference:
 
 
 class Query:
-    def __init__(self, client: Client, path: tuple[str, ...], filters=(), orders=(), offset=0, limit=None) -> None:
-        self._client, self._path = client, path
+    def __init__(self, client: Client, path: tuple[str, ...], filters=(), orders=(), offset=0, limit=None,
+                 all_descendants: bool = False) -> None:
+        """`all_descendants`: a collection-group query, over every collection named `path[-1]`."""
+        self._client, self._path, self._group = client, path, all_descendants
         self._filters, self._orders, self._offset, self._limit = tuple(filters), tuple(orders), offset, limit
 
     def _with(self, **changes) -> Query:
-        state = {"filters": self._filters, "orders": self._orders, "offset": self._offset, "limit": self._limit}
+        state = {"filters": self._filters, "orders": self._orders, "offset": self._offset, "limit": self._limit,
+                 "all_descendants": self._group}
         return Query(self._client, self._path, **{**state, **changes})
 
     def where(self, *, filter: FieldFilter) -> Query:  # noqa: A002 - the library's own keyword
@@ -165,6 +172,14 @@ class Query:
     def _check_index(self) -> None:
         equalities = {f.field_path for f in self._filters}
         fields = equalities | {field for field, _ in self._orders}
+        if self._group:
+            # Collection-group queries have no automatic indexes: only those declared (fieldOverrides).
+            if len(fields) == 1 and any(
+                    override["collectionGroup"] == self._path[-1] and override["fieldPath"] in fields
+                    and any(index.get("queryScope") == "COLLECTION_GROUP" for index in override["indexes"])
+                    for override in self._client.field_overrides):
+                return
+            raise gexc.FailedPrecondition(f"The query requires a collection-group index: {self._path[-1]} {sorted(fields)}")
         if len(fields) <= 1:
             return  # single-field indexes exist for every field
         wanted = [(field, direction) for field, direction in self._orders if field not in equalities]
@@ -179,9 +194,13 @@ class Query:
 
     def _matches(self) -> list[tuple[tuple[str, ...], _Document]]:
         self._check_index()
-        depth = len(self._path) + 1
-        rows = [(path, doc) for path, doc in self._client._documents.items()
-                if len(path) == depth and path[:-1] == self._path]
+        if self._group:  # documents at any depth whose collection has this id
+            rows = [(path, doc) for path, doc in self._client._documents.items()
+                    if len(path) % 2 == 0 and path[-2] == self._path[-1]]
+        else:
+            depth = len(self._path) + 1
+            rows = [(path, doc) for path, doc in self._client._documents.items()
+                    if len(path) == depth and path[:-1] == self._path]
         for f in self._filters:
             rows = [(p, d) for p, d in rows if f.field_path in d.data and d.data[f.field_path] == f.value
                     and type(d.data[f.field_path]) is type(f.value)]
@@ -219,6 +238,10 @@ class CollectionReference(Query):
         super().__init__(client, path)
         self.id = path[-1]
 
+    @property
+    def parent(self) -> DocumentReference | None:
+        return DocumentReference(self._client, self._path[:-1]) if len(self._path) > 1 else None
+
     def document(self, document_id: str) -> DocumentReference:
         if not document_id or "/" in document_id:
             raise ValueError(f"invalid document id {document_id!r}")
@@ -253,10 +276,15 @@ class Client:
         self._documents: dict[tuple[str, ...], _Document] = {}
         self._lock = threading.RLock()
         self._clock = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
-        self.indexes = json.loads(Path(indexes_file).read_text())["indexes"] if indexes_file else []
+        declared = json.loads(Path(indexes_file).read_text()) if indexes_file else {}
+        self.indexes = declared.get("indexes", [])
+        self.field_overrides = declared.get("fieldOverrides", [])
 
     def collection(self, collection_id: str) -> CollectionReference:
         return CollectionReference(self, (collection_id,))
+
+    def collection_group(self, collection_id: str) -> Query:
+        return Query(self, (collection_id,), all_descendants=True)
 
     def batch(self) -> WriteBatch:
         return WriteBatch(self)
