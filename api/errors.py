@@ -19,6 +19,7 @@ from ml.errors import (
     MLError,
     ModalityMismatch,
     ModelUnavailable,
+    NoImageContent,
     UnsupportedImageType,
     UnsupportedModality,
 )
@@ -29,6 +30,7 @@ ML_STATUS = {
     UnsupportedImageType: 415,
     InvalidImage: 400,
     ImageTooLarge: 413,
+    NoImageContent: 422,
     UnsupportedModality: 400,
     ModalityMismatch: 400,
     FeatureUnavailable: 501,
@@ -44,6 +46,7 @@ LEGACY_CODES = {
     "unauthorized": "NO TOKEN ID VERIFIED",
     "feature_unavailable": "ROI EXTRACTION UNAVAILABLE",
     "no_roi_found": "NO ROI FOUND",
+    "no_image_content": "NO IMAGE CONTENT",
     "payload_too_large": "FILE TOO LARGE",
     "image_too_large": "FILE TOO LARGE",
     "unsupported_modality": "MODALITY NOT SUPPORTED",

@@ -26,6 +26,13 @@ class FrameOutOfRange(InvalidImage):
     code = "frame_out_of_range"
 
 
+class NoImageContent(MLError):
+    """The image decodes but shows nothing (blank, one flat grey, a pixel or two): no model can
+    say anything about it, and a probability would read as a finding."""
+
+    code = "no_image_content"
+
+
 class ImageTooLarge(MLError):
     """The image's dimensions are absurd or it is a decompression bomb."""
 

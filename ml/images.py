@@ -13,12 +13,13 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from ml.errors import ImageTooLarge, InvalidImage, UnsupportedImageType
+from ml.errors import ImageTooLarge, InvalidImage, NoImageContent, UnsupportedImageType
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 JPEG_MAGIC = b"\xff\xd8\xff"
 MAX_SIDE = 8192
 MAX_PIXELS = 40_000_000
+MIN_CONTENT_RANGE = 8  # grey levels; see require_content
 ORIENTATION_TAG = 0x0112
 # EXIF orientation -> the transpose that shows the image upright.
 UPRIGHT = {
@@ -141,6 +142,15 @@ def decode(data: bytes, modality: str | None = None, frame: int = 0) -> DecodedI
     buffer = io.BytesIO()
     _storable(oriented).save(buffer, format="PNG")
     return DecodedImage(format=kind, gray=gray, png=buffer.getvalue())
+
+
+def require_content(gray: np.ndarray) -> None:
+    """Refuse an image without content: its grey levels, from the 1st to the 99th percentile,
+    span fewer than MIN_CONTENT_RANGE levels (every ultrasound and mammogram in ../shared/data
+    spans more than 70)."""
+    low, high = np.percentile(gray, [1, 99])
+    if high - low < MIN_CONTENT_RANGE:
+        raise NoImageContent(f"the image shows no content: its grey levels span {high - low:.0f} of 255")
 
 
 def encode_png(gray: np.ndarray) -> bytes:

@@ -18,7 +18,7 @@ from ml.cards import MODALITY_MODELS, SEGMENTER_MODELS, read_card, verified_weig
 from ml.classifier import Classifier, Prediction
 from ml.decision import MALIGNANT, decide
 from ml.errors import FeatureUnavailable, MLError, ModelUnavailable, UnsupportedModality
-from ml.images import DecodedImage, decode
+from ml.images import DecodedImage, decode, require_content
 from ml.risk import RiskCategory, birads_category
 from ml.saliency import GRID_SIDE, Explainer, SaliencyMap
 from ml.screen import Box, clean_scan
@@ -215,6 +215,7 @@ class Analyzer:
 
         with timed("decode"):
             image = decode(data, modality, options.dicom_frame)
+            require_content(image.gray)
         gray = image.gray
         # What the models see: with screen_crop (ultrasound), the scan area with its marks
         # inpainted; every position returned is mapped back to the image's own pixels.

@@ -90,12 +90,25 @@ def test_app_route_with_roi_answers_ok_and_stores_the_rois(client, shared_data):
     assert stored["extract_roi"] is True and len(stored["rois"]) >= 1
 
 
-def test_app_route_answers_no_roi_found_on_an_empty_image_and_stores_nothing(client):
-    blank = png_bytes(np.full((300, 400), 255, dtype=np.uint8))
+def test_app_route_answers_no_roi_found_on_a_normal_breast_and_stores_nothing(client, shared_data):
+    normal = (shared_data / "busi" / "normal" / "normal (100).png").read_bytes()  # no lesion, no ROI found
     response = client.post("/evaluate-image/ultrasound/?extract_roi=true",
-                           data={"file": (io.BytesIO(blank), "image.png")}, content_type="multipart/form-data")
+                           data={"file": (io.BytesIO(normal), "image.png")}, content_type="multipart/form-data")
     assert response.status_code == 422
     assert response.get_json() == {"result": "ERROR", "aditionalInfo": "NO ROI FOUND", "idResult": None}
+    assert record_count(client) == 0
+
+
+@pytest.mark.parametrize("grey", [0, 128, 255])
+def test_a_blank_image_is_refused_not_classified(client, grey):
+    blank = png_bytes(np.full((300, 400), grey, dtype=np.uint8))
+    response = upload(client, blank)
+    assert response.status_code == 422
+    assert response.get_json()["error"]["code"] == "no_image_content"
+    legacy = client.post("/evaluate-image/mammography/", data={"file": (io.BytesIO(blank), "image.png")},
+                         content_type="multipart/form-data")
+    assert legacy.status_code == 422
+    assert legacy.get_json() == {"result": "ERROR", "aditionalInfo": "NO IMAGE CONTENT", "idResult": None}
     assert record_count(client) == 0
 
 

@@ -23,12 +23,13 @@ from conftest import record_count, unlimited_single_thread_app, upload
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 CLASSES = {"normal", "benign", "malignant"}
-LEGACY_INFO = {"NO FILE ALLOWED", "FILE TOO LARGE", "NO DATA UPLOAD", "INVALID REQUEST"}
+LEGACY_INFO = {"NO FILE ALLOWED", "FILE TOO LARGE", "NO DATA UPLOAD", "INVALID REQUEST", "NO IMAGE CONTENT"}
 
 OK = frozenset({201})
 NOT_AN_IMAGE = frozenset({415})
 INVALID = frozenset({400})
 TOO_LARGE = frozenset({413})
+BLANK = frozenset({422})  # decodes, but one flat grey (or a pixel or two): no content to analyse
 EITHER = None  # analysed (201) or refused (any 4xx): what Pillow can recover is its business
 
 
@@ -306,7 +307,7 @@ def corpus() -> list[Hostile]:
     add("bomb-png-16bit-6400x6400", lambda: PNG_MAGIC + ihdr(6400, 6400, 16, 0) + zero_idat(6400, 6400, 16) + IEND,
         TOO_LARGE)
     add("bomb-jpeg-gray-6500x6500", lambda: encoded(Image.new("L", (6500, 6500)), "JPEG", quality=10), TOO_LARGE)
-    add("large-but-allowed-png-6000x6000", lambda: PNG_MAGIC + ihdr(6000, 6000) + zero_idat(6000, 6000, 8) + IEND, OK)
+    add("large-but-allowed-png-6000x6000", lambda: PNG_MAGIC + ihdr(6000, 6000) + zero_idat(6000, 6000, 8) + IEND, BLANK)
     add("bomb-ztxt-chunk-64mb",
         lambda: with_png_chunk(base_png(), b"zTXt", b"note\0\0" + zlib.compress(b"A" * 64_000_000, 9)))
     add("bomb-iccp-chunk-64mb",
@@ -318,15 +319,15 @@ def corpus() -> list[Hostile]:
     gradient = np.tile(np.arange(0, 256, 4, dtype=np.uint8), (48, 1))
     add("mode-L-png", lambda: encoded(Image.fromarray(gradient), "PNG"), OK)
     add("mode-I16-png", lambda: encoded(Image.fromarray(gradient.astype(np.uint16) * 250), "PNG"), OK)
-    add("mode-I16-png-constant", lambda: encoded(Image.fromarray(np.full((32, 32), 40_000, np.uint16)), "PNG"), OK)
+    add("mode-I16-png-constant", lambda: encoded(Image.fromarray(np.full((32, 32), 40_000, np.uint16)), "PNG"), BLANK)
     add("mode-1-png", lambda: encoded(Image.fromarray(gradient > 128), "PNG"), OK)
     add("mode-2bit-gray-png", lambda: raw_png(8, 4, 2, 0, (b"\0" + b"\x1b\xe4") * 4), OK)
     add("mode-4bit-gray-png", lambda: raw_png(8, 4, 4, 0, (b"\0" + b"\x01\x23\x45\x67") * 4), OK)
-    add("mode-16bit-rgb-png", lambda: raw_png(4, 4, 16, 2, (b"\0" + b"\x12\x34" * 12) * 4), OK)
-    add("mode-16bit-rgba-png", lambda: raw_png(4, 4, 16, 6, (b"\0" + b"\xab\xcd" * 16) * 4), OK)
-    add("mode-16bit-la-png", lambda: raw_png(4, 4, 16, 4, (b"\0" + b"\xff\xff\x80\x00" * 4) * 4), OK)
+    add("mode-16bit-rgb-png", lambda: raw_png(4, 4, 16, 2, (b"\0" + b"\x12\x34" * 12) * 4), BLANK)
+    add("mode-16bit-rgba-png", lambda: raw_png(4, 4, 16, 6, (b"\0" + b"\xab\xcd" * 16) * 4), BLANK)
+    add("mode-16bit-la-png", lambda: raw_png(4, 4, 16, 4, (b"\0" + b"\xff\xff\x80\x00" * 4) * 4), BLANK)
     add("mode-RGB-png", lambda: encoded(Image.fromarray(noise(32, 32, 3)), "PNG"), OK)
-    add("mode-RGBA-png-fully-transparent", lambda: encoded(Image.new("RGBA", (32, 32), (255, 0, 0, 0)), "PNG"), OK)
+    add("mode-RGBA-png-fully-transparent", lambda: encoded(Image.new("RGBA", (32, 32), (255, 0, 0, 0)), "PNG"), BLANK)
     add("mode-LA-png", lambda: encoded(Image.fromarray(noise(32, 32, 2), mode="LA"), "PNG"), OK)
     add("mode-P-png", lambda: encoded(Image.fromarray(gradient).convert("P"), "PNG"), OK)
     add("mode-P-png-transparent-index",
@@ -339,8 +340,8 @@ def corpus() -> list[Hostile]:
                                                        chunk(b"PLTE", b"\x10\x20\x30")))
     add("mode-L-png-with-trns", lambda: raw_png(4, 1, 8, 0, b"\0\x00\x40\x80\xff", chunk(b"tRNS", b"\x00\x40")), OK)
     add("mode-RGB-png-with-trns",
-        lambda: raw_png(2, 1, 8, 2, b"\0\x01\x02\x03\x04\x05\x06", chunk(b"tRNS", b"\0\x01\0\x02\0\x03")), OK)
-    add("mode-interlaced-adam7-png", lambda: interlaced_gray(13, 11, 90), OK)
+        lambda: raw_png(2, 1, 8, 2, b"\0\x01\x02\x03\x04\x05\x06", chunk(b"tRNS", b"\0\x01\0\x02\0\x03")), BLANK)
+    add("mode-interlaced-adam7-png", lambda: interlaced_gray(13, 11, 90), BLANK)
     add("mode-gray-jpeg", lambda: encoded(Image.fromarray(gradient), "JPEG"), OK)
     add("mode-CMYK-jpeg", lambda: encoded(Image.fromarray(noise(32, 32, 3)).convert("CMYK"), "JPEG"), OK)
     add("mode-progressive-jpeg", base_progressive_jpeg, OK)
@@ -359,7 +360,7 @@ def corpus() -> list[Hostile]:
                         append_images=[Image.fromarray(noise(20, 30, seed=s)) for s in (1, 2)], duration=100), OK)
     add("apng-rgba-frames-disposal",
         lambda: encoded(Image.new("RGBA", (16, 16), (0, 0, 0, 0)), "PNG", save_all=True, disposal=2, blend=1,
-                        append_images=[Image.new("RGBA", (16, 16), (255, 255, 255, 128))]), OK)
+                        append_images=[Image.new("RGBA", (16, 16), (255, 255, 255, 128))]), BLANK)
     add("apng-hidden-default-image",
         lambda: encoded(Image.fromarray(noise(10, 10)), "PNG", save_all=True, default_image=True,
                         append_images=[Image.fromarray(noise(10, 10, seed=4))]), OK)
@@ -427,19 +428,20 @@ def corpus() -> list[Hostile]:
     add("polyglot-png-private-ancillary-chunk", lambda: with_png_chunk(base_png(), b"evIl", b"\0" * 16), OK)
 
     # Absurd aspect ratios and the smallest images.
-    for width, height, expect in ((1, 5000, OK), (5000, 1, OK), (1, 8192, OK), (8192, 1, OK), (2, 8000, OK),
-                                  (8000, 3, OK), (1, 8193, TOO_LARGE), (8192, 4882, OK), (8192, 4883, TOO_LARGE)):
+    for width, height, expect in ((1, 5000, BLANK), (5000, 1, BLANK), (1, 8192, BLANK), (8192, 1, BLANK),
+                                  (2, 8000, BLANK), (8000, 3, BLANK), (1, 8193, TOO_LARGE), (8192, 4882, BLANK),
+                                  (8192, 4883, TOO_LARGE)):  # all black: decoded in full, then refused as blank
         add(f"aspect-png-{width}x{height}",
             lambda w=width, h=height: PNG_MAGIC + ihdr(w, h) + zero_idat(w, h, 8) + IEND, expect)
     add("aspect-jpeg-1x5000", lambda: encoded(Image.fromarray(noise(5000, 1)), "JPEG"), OK)
     add("aspect-jpeg-5000x1", lambda: encoded(Image.fromarray(noise(1, 5000)), "JPEG"), OK)
-    add("tiny-png-1x1-gray", lambda: encoded(Image.new("L", (1, 1), 77), "PNG"), OK)
-    add("tiny-png-1x1-rgba-transparent", lambda: encoded(Image.new("RGBA", (1, 1), (9, 9, 9, 0)), "PNG"), OK)
-    add("tiny-png-1x1-1bit", lambda: encoded(Image.new("1", (1, 1), 1), "PNG"), OK)
-    add("tiny-png-1x1-palette", lambda: encoded(Image.new("P", (1, 1), 3), "PNG"), OK)
-    add("tiny-png-1x1-16bit", lambda: encoded(Image.fromarray(np.array([[65535]], np.uint16)), "PNG"), OK)
-    add("tiny-jpeg-1x1", lambda: encoded(Image.new("RGB", (1, 1), (200, 10, 10)), "JPEG"), OK)
-    add("tiny-jpeg-1x1-cmyk", lambda: encoded(Image.new("CMYK", (1, 1), (0, 0, 0, 255)), "JPEG"), OK)
+    add("tiny-png-1x1-gray", lambda: encoded(Image.new("L", (1, 1), 77), "PNG"), BLANK)
+    add("tiny-png-1x1-rgba-transparent", lambda: encoded(Image.new("RGBA", (1, 1), (9, 9, 9, 0)), "PNG"), BLANK)
+    add("tiny-png-1x1-1bit", lambda: encoded(Image.new("1", (1, 1), 1), "PNG"), BLANK)
+    add("tiny-png-1x1-palette", lambda: encoded(Image.new("P", (1, 1), 3), "PNG"), BLANK)
+    add("tiny-png-1x1-16bit", lambda: encoded(Image.fromarray(np.array([[65535]], np.uint16)), "PNG"), BLANK)
+    add("tiny-jpeg-1x1", lambda: encoded(Image.new("RGB", (1, 1), (200, 10, 10)), "JPEG"), BLANK)
+    add("tiny-jpeg-1x1-cmyk", lambda: encoded(Image.new("CMYK", (1, 1), (0, 0, 0, 255)), "JPEG"), BLANK)
     add("tiny-png-2x2", lambda: encoded(Image.fromarray(np.array([[0, 255], [255, 0]], np.uint8)), "PNG"), OK)
 
     # Corrupt chunk CRCs.
@@ -479,7 +481,7 @@ def corpus() -> list[Hostile]:
     add("png-two-ihdr", lambda: PNG_MAGIC + ihdr(8, 8) + ihdr(9000, 9000) + chunk(b"IDAT", zlib.compress(rows8)) + IEND,
         EITHER)
     add("png-idat-split-into-1-byte-chunks",
-        lambda: PNG_MAGIC + ihdr(8, 8) + b"".join(chunk(b"IDAT", bytes([b])) for b in zlib.compress(rows8)) + IEND, OK)
+        lambda: PNG_MAGIC + ihdr(8, 8) + b"".join(chunk(b"IDAT", bytes([b])) for b in zlib.compress(rows8)) + IEND, BLANK)
     add("png-chunk-length-beyond-file", lambda: PNG_MAGIC + ihdr(8, 8) + struct.pack(">I", 0x7FFFFFFF) + b"IDAT\0\0",
         INVALID)
     add("png-chunk-length-over-2gb", lambda: PNG_MAGIC + ihdr(8, 8) + struct.pack(">I", 0xFFFFFFFF) + b"IDAT\0\0",

@@ -61,6 +61,7 @@ class Analyses(MethodView):
                       description="PNG/JPEG over 10 MB, DICOM over its limit (50 MB), or absurd dimensions")
     @blp.alt_response(415, schema=ApiErrorSchema,
                       description="not PNG, JPEG or DICOM (by content), or a DICOM encoding not supported")
+    @blp.alt_response(422, schema=ApiErrorSchema, description="the image shows no content (blank or flat grey)")
     @blp.alt_response(429, schema=ApiErrorSchema, headers=RETRY_AFTER, description="over the rate limit")
     @blp.alt_response(501, schema=ApiErrorSchema, description="no ROI segmenter installed for the modality")
     @blp.alt_response(503, schema=ApiErrorSchema, description="model or store unavailable")

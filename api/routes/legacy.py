@@ -22,7 +22,7 @@ blp = Blueprint("legacy", __name__, description="The route the existing mobile a
 @blp.alt_response(401, schema=LegacyEnvelopeSchema)
 @blp.alt_response(413, schema=LegacyEnvelopeSchema)
 @blp.alt_response(415, schema=LegacyEnvelopeSchema)
-@blp.alt_response(422, schema=LegacyEnvelopeSchema, description="NO ROI FOUND")
+@blp.alt_response(422, schema=LegacyEnvelopeSchema, description="NO ROI FOUND, or NO IMAGE CONTENT (a blank image)")
 @blp.alt_response(429, schema=LegacyEnvelopeSchema, headers=RETRY_AFTER, description="over the rate limit")
 @blp.alt_response(501, schema=LegacyEnvelopeSchema)
 @blp.alt_response(503, schema=LegacyEnvelopeSchema)
