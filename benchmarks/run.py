@@ -14,7 +14,6 @@ import argparse
 import json
 import os
 import platform
-import socket
 import statistics
 import subprocess
 import sys
@@ -31,6 +30,7 @@ from torch.utils.flop_counter import FlopCounterMode
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from benchmarks.load import free_port, rss_kib, worker_pids  # noqa: E402
 from ml.cards import MODALITY_MODELS, SEGMENTER_MODELS, read_card  # noqa: E402
 from ml.classifier import Classifier  # noqa: E402
 from ml.datasets import load_gray  # noqa: E402
@@ -40,24 +40,6 @@ from ml.segmenter.roi import Segmenter  # noqa: E402
 
 DATA = Path(os.environ.get("BRANET_SHARED_DATA", REPO.parent / "shared" / "data"))
 IMAGES = [DATA / "busbra" / "images" / name for name in ("bus_0003-l.png", "bus_0005-r.png", "bus_0008-l.png")]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS")
-
-
-def children(pid: int) -> list[int]:
-    path = Path(f"/proc/{pid}/task/{pid}/children")
-    return [int(p) for p in path.read_text().split()] if path.exists() else []
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -184,8 +166,8 @@ def main() -> None:
         process, base, ready_s = start_service(data_dir)
         try:
             results["ready_seconds"] = round(ready_s, 2)
-            workers = children(process.pid) or [process.pid]
-            results["rss_mb_per_worker"] = [round(rss_mb(pid), 1) for pid in workers]
+            workers = worker_pids(process.pid) or [process.pid]
+            results["rss_mb_per_worker"] = [round(rss_kib(pid) / 1024, 1) for pid in workers]
             image = images[0]
             results["latency"] = {
                 "classification": latency(lambda: post_analysis(base, image, saliency="none"), args.requests),
@@ -198,7 +180,7 @@ def main() -> None:
             correction = lambda: requests.post(f"{base}/v1/analyses/{analysis['id']}/roi", json=box, timeout=60)
             results["latency"]["roi_correction"] = latency(correction, args.requests)
             results["throughput"] = [throughput(base, images, clients, args.seconds) for clients in (1, 2, 4, 8)]
-            results["rss_mb_per_worker_after"] = [round(rss_mb(pid), 1) for pid in workers]
+            results["rss_mb_per_worker_after"] = [round(rss_kib(pid) / 1024, 1) for pid in workers]
         finally:
             process.terminate()
             process.wait(timeout=30)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import io
 import os
-import socket
+import uuid
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -53,11 +53,16 @@ def client(app):
     return app.test_client()
 
 
-def free_port() -> int:
-    """A loopback port nobody listens on now, for a real server a test starts."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def copy_to_another_owner(app, analysis_id: str, owner: str = "someone-else") -> dict:
+    """The local user's analysis saved again, under a new id, as another user's: a record that
+    exists but that the local user must never reach."""
+    store = app.extensions["branet.store"]
+    record = store.get_analysis("local", analysis_id)
+    images = {name: store.read_image("local", analysis_id, name) for name in record["images"]}
+    foreign = {key: value for key, value in record.items() if key != "feedback"}
+    foreign["id"] = str(uuid.uuid4())
+    store.save_analysis(owner, foreign, images)
+    return foreign
 
 
 def png_bytes(array: np.ndarray, mode: str | None = None, **save_args) -> bytes:

@@ -13,7 +13,7 @@ import requests
 import yaml
 
 from api.config import REPO_ROOT
-from conftest import free_port
+from benchmarks.load import free_port
 
 START_LIMIT_S = 60  # issue 8: ready within a minute of start on this machine
 

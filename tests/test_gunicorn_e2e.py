@@ -11,7 +11,7 @@ import pytest
 import requests
 
 from api.config import REPO_ROOT
-from conftest import free_port
+from benchmarks.load import free_port
 
 
 @pytest.fixture(scope="module")

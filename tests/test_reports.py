@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from api.routes.reports import ReportSchema
-from conftest import SHARED_DATA, upload
+from conftest import SHARED_DATA, copy_to_another_owner, upload
 from ml.datasets import load_gray
 from test_dicom import dicom_file
 
@@ -103,12 +103,7 @@ def test_html_report_is_printable_self_contained_and_escapes_comments(client, an
 
 
 def test_reports_are_owner_only(app, client, analysed):
-    store = app.extensions["branet.store"]
-    record = store.get_analysis("local", analysed["id"])
-    images = {name: store.read_image("local", analysed["id"], name) for name in record["images"]}
-    foreign = {**record, "id": str(uuid.uuid4())}
-    del foreign["feedback"]
-    store.save_analysis("someone-else", foreign, images)
+    foreign = copy_to_another_owner(app, analysed["id"])
     for suffix in ("report", "report.html"):
         response = client.get(f"/v1/analyses/{foreign['id']}/{suffix}")
         assert response.status_code == 404 and response.get_json()["error"]["code"] == "not_found"

@@ -8,7 +8,7 @@ import pytest
 
 from api import create_app
 from api.config import from_environment
-from conftest import record_count, upload
+from conftest import copy_to_another_owner, record_count, upload
 
 WEIGHTS = from_environment()["WEIGHTS_DIR"]
 
@@ -86,14 +86,9 @@ def test_out_of_range_options_are_400_naming_the_field_and_store_nothing(client,
 
 def test_only_the_owner_can_rerun(app, client, original):
     """Another user's analysis, and a deleted or unknown one, are 404 and nothing is stored."""
-    store = app.extensions["branet.store"]
-    record = store.get_analysis("local", original["id"])
-    images = {name: store.read_image("local", original["id"], name) for name in record["images"]}
-    foreign = {**record, "id": str(uuid.uuid4())}
-    del foreign["feedback"]
-    store.save_analysis("someone-else", foreign, images)
+    foreign = copy_to_another_owner(app, original["id"])
     assert rerun(client, foreign["id"]).status_code == 404
-    assert store.list_analyses("someone-else", 10, 0)[1] == 1
+    assert app.extensions["branet.store"].list_analyses("someone-else", 10, 0)[1] == 1
     assert rerun(client, str(uuid.uuid4())).status_code == 404
     assert client.delete(f"/v1/analyses/{original['id']}").status_code == 204
     response = rerun(client, original["id"])
