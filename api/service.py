@@ -220,7 +220,8 @@ def correct_roi(user_id: str, record: dict, prompt: dict) -> dict:
     if "points" in prompt:
         points = np.array([[p["x"], p["y"]] for p in prompt["points"]], dtype=np.float32)
         labels = np.array([1 if p["positive"] else 0 for p in prompt["points"]])
-    result = get_analyzer().correct_roi(image, record["modality"], box, points, labels, prompt["operating_point"])
+    result = get_analyzer().correct_roi(image, record["modality"], box, points, labels, prompt["operating_point"],
+                                        screen_crop=record.get("options", {}).get("screen_crop", False))
     if result is None:
         raise APIError(422, "no_roi_found", "the prompt points at no lesion; nothing was stored")
     finding, images = result

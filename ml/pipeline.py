@@ -308,10 +308,13 @@ class Analyzer:
         )
 
     def correct_roi(self, image_png: bytes, modality: str, box: np.ndarray | None, points: np.ndarray | None,
-                    labels: np.ndarray | None, operating_point: str = "screening") -> tuple[RoiFinding, dict[str, bytes]] | None:
+                    labels: np.ndarray | None, operating_point: str = "screening",
+                    screen_crop: bool = False) -> tuple[RoiFinding, dict[str, bytes]] | None:
         """A clinician's box and/or clicks -> the ROI they point at, classified, with its crop and
         mask PNGs (named by suffix: ".png", "_mask.png"); None when the prompt finds no lesion.
-        The image embedding is reused from the analysis while it is in the segmenter's cache."""
+        The image embedding is reused from the analysis while it is in the segmenter's cache.
+        `screen_crop` (the analysis' option): the crop is classified with its calipers and text
+        inpainted, as the analysis' own ROIs were."""
         models = self.models[modality]
         if models.segmenter is None:
             raise FeatureUnavailable(f"no ROI segmenter is installed for {modality}")
@@ -321,7 +324,8 @@ class Analyzer:
             if roi is None:
                 return None
             crop = self._crop(gray, roi)
-            (prediction,) = models.classifier.predict([crop], operating_point)
+            seen = clean_scan(crop, crop=False).gray if screen_crop and modality == "ultrasound" else crop
+            (prediction,) = models.classifier.predict([seen], operating_point)
         finding = RoiFinding(0, roi.box, roi.area, roi.confidence, prediction.label, prediction.probabilities, None)
         return finding, {".png": overlays.png(crop), "_mask.png": overlays.png((roi.mask * 255).astype(np.uint8))}
 

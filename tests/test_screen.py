@@ -156,3 +156,18 @@ def test_screen_crop_is_validated_and_documented(client, busbra_png):
     assert response.status_code == 400 and "screen_crop" in str(response.get_json()["error"])
     spec = client.get("/v1/openapi.json").get_json()
     assert "screen_crop" in str(spec) and "scan_area" in str(spec["components"]["schemas"]["Analysis"])
+
+
+def test_a_correction_classifies_its_roi_as_the_analysis_did_with_or_without_marks(client, scan):
+    """An analysis made with screen_crop has its ROI corrections classified with the calipers
+    inpainted too: on an image marked inside the lesion, the two corrections differ."""
+    x0, y0, x1, y1 = 133, 141, 221, 191  # the lesion's outline box in bus_0002-l.png
+    marked = draw_calipers(scan, [(x0 + 3, y0 + 3), (x1 - 3, y1 - 3), (x0 + 3, y1 - 3), (x1 - 3, y0 + 3)])
+    corrected = {}
+    for screen_crop in ("true", "false"):
+        created = upload(client, png_bytes(marked), saliency="none", screen_crop=screen_crop).get_json()
+        response = client.post(f"/v1/analyses/{created['id']}/roi",
+                               json={"box": {"x0": x0, "y0": y0, "x1": x1, "y1": y1}})
+        assert response.status_code == 201
+        corrected[screen_crop] = response.get_json()["probabilities"]["malignant"]
+    assert corrected["true"] != pytest.approx(corrected["false"], abs=1e-4)
