@@ -137,7 +137,7 @@ def test_importing_the_data_set_writer_imports_no_flask():
     assert result.returncode == 0, result.stderr
 
 
-def test_fine_tuning_on_the_export_makes_a_new_version_that_models_lists(exported, tmp_path, busbra_png):
+def test_fine_tuning_on_the_export_makes_a_new_version_that_models_lists(exported, tmp_path, busbra_png, shared_data):
     weights = tmp_path / "weights"
     weights.mkdir()
     for path in WEIGHTS.iterdir():
@@ -145,7 +145,8 @@ def test_fine_tuning_on_the_export_makes_a_new_version_that_models_lists(exporte
             (weights / path.name).symlink_to(path)
     parent = json.loads((WEIGHTS / "branet-us-resnet18.json").read_text())
     result = run_module("ml.train", "--modality", "ultrasound", "--fine-tune", str(weights / "branet-us-resnet18.pt"),
-                        "--extra", str(exported), "--replay", "10", "--epochs", "1", "--size", "32",
+                        "--extra", str(exported), "--data-root", str(shared_data),
+                        "--replay", "10", "--epochs", "1", "--size", "32",
                         "--batch-size", "8", "--folds", "2", "--threads", "1", "--version", "2026.12.01.0900",
                         "--weights-dir", str(weights), "--run-dir", str(tmp_path / "run"))
     assert result.returncode == 0, result.stderr
