@@ -371,6 +371,7 @@ def test_spanish(open_page, service, busbra_png):
     page.wait_for_selector("#stage[data-loaded=true]")
     assert page.locator("#result-label").text_content() in CLASSES_ES
     assert "no es un diagnóstico" in page.locator("#caution").text_content()
+    assert "debe confirmarla un radiólogo" in page.locator("#risk-caution").text_content()
     assert page.locator("#send-feedback").text_content() == "Enviar valoración"
     shot(page, "desktop-spanish")
     page.reload()

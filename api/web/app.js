@@ -2,7 +2,9 @@
 // Data from the service is always rendered with textContent (never innerHTML).
 
 import * as api from "./api.js";
-import { formatDate, formatNumber, initialLanguage, language, optionText, setLanguage, t, valueText } from "./i18n.js";
+import {
+  formatDate, formatNumber, initialLanguage, language, optionText, serviceText, setLanguage, t, valueText,
+} from "./i18n.js";
 import { Viewer } from "./viewer.js";
 
 const CLASSES = ["normal", "benign", "malignant"];
@@ -244,7 +246,7 @@ function renderSummary() {
   label.className = `result-label label-${analysis.label}`;
   $("risk-category").textContent = analysis.risk.birads_category;
   $("risk-likelihood").textContent = t("riskLikelihood", { range: analysis.risk.likelihood_of_malignancy });
-  $("risk-caution").textContent = analysis.risk.caution;
+  $("risk-caution").textContent = serviceText(analysis.risk.caution);
   const list = $("probabilities");
   list.replaceChildren();
   for (const name of CLASSES) {

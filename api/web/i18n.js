@@ -222,6 +222,15 @@ const VALUE_TEXT = {
   es: { gradcam: "Grad-CAM", integrated_gradients: "Gradientes integrados", none: "Ninguno", screening: "Cribado", balanced: "Equilibrado" },
 };
 
+// The service's own fixed sentences (it answers in English), by their English text: a sentence the
+// service changes is shown as it comes rather than mistranslated.
+const SERVICE_TEXT = {
+  es: {
+    "Model-derived category for decision support, not a BI-RADS assessment: it must be confirmed by a radiologist reading the whole examination.":
+      "Categoría derivada del modelo como apoyo a la decisión, no una evaluación BI-RADS: debe confirmarla un radiólogo que lea el estudio completo.",
+  },
+};
+
 export const LANGUAGES = ["en", "es"];
 let current = "en";
 
@@ -252,6 +261,10 @@ export function language() {
 export function t(key, values = {}) {
   const text = STRINGS[current][key] ?? STRINGS.en[key] ?? key;
   return text.replace(/\{(\w+)\}/g, (_, name) => String(values[name] ?? ""));
+}
+
+export function serviceText(text) {
+  return SERVICE_TEXT[current]?.[text] ?? text;
 }
 
 export function optionText(name, fallbackDescription) {
