@@ -103,3 +103,17 @@ def test_training_writes_a_loadable_model_and_resumes(tmp_path, shared_data):
     assert second.returncode == 0, second.stderr
     assert "full: resuming after epoch 1" in second.stderr
     assert "fold0 epoch" not in second.stderr  # finished folds are not trained again
+
+
+def test_training_data_with_clean_scans_sees_the_scan_without_its_marks(tmp_path, shared_data):
+    from ml.datasets import read_folder
+    from ml.screen import clean_scan
+    from ml.train import TrainingData
+
+    samples = [s for s in read_folder(shared_data / "busbra") if s.path.name == "bus_0002-l.png"]
+    as_is = TrainingData(samples, 64, tmp_path / "as_is.npz")
+    cleaned = TrainingData(samples, 64, tmp_path / "clean.npz", clean_scans=True)
+    assert cleaned.pixels.shape == as_is.pixels.shape == (1, 64, 64)
+    assert clean_scan(load_gray(samples[0].path)).marked_pixels > 0  # this image carries calipers
+    assert not np.array_equal(cleaned.pixels.numpy(), as_is.pixels.numpy())
+    assert cleaned.masks.numpy().max() == 255  # the lesion is inside the scan area, cut alike
