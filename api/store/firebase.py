@@ -22,6 +22,7 @@ import datetime as dt
 import logging
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import google.auth
 import google.auth.credentials
@@ -39,6 +40,8 @@ log = logging.getLogger(__name__)
 APP_OBJECT_NAMES = {"contours.png": "drawed_contours.png"}
 TYPE_ANALYSIS = {"ultrasound": "U", "mammography": "M"}
 MAX_ATTEMPTS = 10  # optimistic writes (feedback versions, ROI indexes) retried on a lost race
+# A precondition that no longer holds or a document created meanwhile: another writer went first.
+LOST_RACE = (gexc.Conflict, gexc.FailedPrecondition, gexc.Aborted)
 NESTED_LIST = "listValues"  # Firestore arrays cannot hold arrays: an inner list is wrapped in a map
 GOOGLE_ERRORS = (gexc.GoogleAPIError, google.auth.exceptions.GoogleAuthError, OSError, ValueError, TypeError)
 
@@ -115,6 +118,19 @@ class FirebaseStore(Store):
             except GOOGLE_ERRORS as error:  # keep undoing the rest; an operator must see this one
                 log.error("could not remove %s after a failed write: %s", path, type(error).__name__)
 
+    @contextmanager
+    def _undone_on_failure(self, written: list[str], what: str, passing: tuple[type[Exception], ...] = ()):
+        """Objects uploaded into `written` are deleted again when the block raises: no half-written
+        analysis. A Google error comes out as a StoreError saying what could not be done, except the
+        `passing` kinds (a lost race, which the caller retries)."""
+        try:
+            yield
+        except Exception as error:
+            self._remove(written)
+            if isinstance(error, GOOGLE_ERRORS) and not isinstance(error, passing):
+                raise StoreError(f"could not {what}: {type(error).__name__}: {error}") from error
+            raise
+
     def _signed_url(self, path: str) -> str:
         credentials = self._signer()
         if isinstance(credentials, google.auth.credentials.Signing):
@@ -151,7 +167,7 @@ class FirebaseStore(Store):
         ref = self._history(owner).document(record["id"])
         objects = {name: self._object_path(owner, record["id"], name) for name in images}
         written: list[str] = []
-        try:
+        with self._undone_on_failure(written, "save analysis"):
             if ref.get().exists:  # never upload over another analysis' images
                 raise StoreError(f"analysis {record['id']} already exists")
             self._upload(objects, images, written)
@@ -163,12 +179,6 @@ class FirebaseStore(Store):
                 "feedbackCount": 0,
             }
             ref.create(document)
-        except StoreError:
-            self._remove(written)
-            raise
-        except GOOGLE_ERRORS as error:
-            self._remove(written)
-            raise StoreError(f"could not save analysis: {type(error).__name__}: {error}") from error
 
     def _active(self, owner: str, analysis_id: str):
         """The snapshot of an active analysis of the owner's, or None."""
@@ -227,63 +237,53 @@ class FirebaseStore(Store):
         for _ in range(MAX_ATTEMPTS):
             written: list[str] = []
             try:
-                snapshot = self._active(owner, analysis_id)
-                if snapshot is None:
-                    return None
-                version = int(snapshot.get("feedbackCount") or 0) + 1
-                names = {kind: f"feedback{version}_{kind}.png" for kind in masks}
-                # A fresh folder per attempt: a writer that loses the race never touches the winner's masks.
-                folder = f"results/{owner}/{analysis_id}/feedback/{uuid.uuid4().hex}"
-                objects = {name: f"{folder}/{name}" for name in names.values()}
-                self._upload(objects, {names[kind]: data for kind, data in masks.items()}, written)
-                stored = {**feedback, "version": version, "masks": names}
-                batch = self.db.batch()
-                batch.create(snapshot.reference.collection("Feedback").document(f"{version:06d}"),
-                             {"version": version, "body": to_firestore(stored), "objects": objects})
-                batch.update(snapshot.reference, {"feedbackCount": version},
-                             option=self.db.write_option(last_update_time=snapshot.update_time))
-                batch.commit()
-                return stored
-            except (gexc.Conflict, gexc.FailedPrecondition, gexc.Aborted):
-                self._remove(written)  # another writer took this version: count again
-            except StoreError:
-                self._remove(written)
-                raise
-            except GOOGLE_ERRORS as error:
-                self._remove(written)
-                raise StoreError(f"could not save feedback: {type(error).__name__}: {error}") from error
+                with self._undone_on_failure(written, "save feedback", passing=LOST_RACE):
+                    snapshot = self._active(owner, analysis_id)
+                    if snapshot is None:
+                        return None
+                    version = int(snapshot.get("feedbackCount") or 0) + 1
+                    names = {kind: f"feedback{version}_{kind}.png" for kind in masks}
+                    # A fresh folder per attempt: a writer that loses the race never touches the winner's masks.
+                    folder = f"results/{owner}/{analysis_id}/feedback/{uuid.uuid4().hex}"
+                    objects = {name: f"{folder}/{name}" for name in names.values()}
+                    self._upload(objects, {names[kind]: data for kind, data in masks.items()}, written)
+                    stored = {**feedback, "version": version, "masks": names}
+                    batch = self.db.batch()
+                    batch.create(snapshot.reference.collection("Feedback").document(f"{version:06d}"),
+                                 {"version": version, "body": to_firestore(stored), "objects": objects})
+                    batch.update(snapshot.reference, {"feedbackCount": version},
+                                 option=self.db.write_option(last_update_time=snapshot.update_time))
+                    batch.commit()
+                    return stored
+            except LOST_RACE:
+                continue  # another writer took this version: count again
         raise StoreError("feedback kept colliding with other writers; try again")
 
     def add_roi(self, owner: str, analysis_id: str, roi: dict, images: dict[str, bytes], label: str) -> dict | None:
         for _ in range(MAX_ATTEMPTS):
             written: list[str] = []
             try:
-                snapshot = self._active(owner, analysis_id)
-                if snapshot is None:
-                    return None
-                record = from_firestore(snapshot.get("record"))
-                index = len(record.get("rois") or [])
-                names = {suffix: f"roi{index}{suffix}" for suffix in images}
-                folder = f"results/{owner}/{analysis_id}/corrections/{uuid.uuid4().hex}"
-                objects = {name: f"{folder}/{name}" for name in names.values()}
-                self._upload(objects, {names[suffix]: data for suffix, data in images.items()}, written)
-                stored = {**roi, "index": index, "images": sorted(names.values())}
-                record["rois"] = (record.get("rois") or []) + [stored]
-                record["images"] = record["images"] + sorted(names.values())
-                record["label"] = label
-                all_objects = {**snapshot.get("objects"), **objects}
-                snapshot.reference.update(
-                    {**self._app_fields(record, all_objects), "record": to_firestore(record), "objects": all_objects},
-                    option=self.db.write_option(last_update_time=snapshot.update_time))
-                return stored
-            except (gexc.FailedPrecondition, gexc.Aborted):
-                self._remove(written)
-            except StoreError:
-                self._remove(written)
-                raise
-            except GOOGLE_ERRORS as error:
-                self._remove(written)
-                raise StoreError(f"could not save the ROI: {type(error).__name__}: {error}") from error
+                with self._undone_on_failure(written, "save the ROI", passing=LOST_RACE):
+                    snapshot = self._active(owner, analysis_id)
+                    if snapshot is None:
+                        return None
+                    record = from_firestore(snapshot.get("record"))
+                    index = len(record.get("rois") or [])
+                    names = {suffix: f"roi{index}{suffix}" for suffix in images}
+                    folder = f"results/{owner}/{analysis_id}/corrections/{uuid.uuid4().hex}"
+                    objects = {name: f"{folder}/{name}" for name in names.values()}
+                    self._upload(objects, {names[suffix]: data for suffix, data in images.items()}, written)
+                    stored = {**roi, "index": index, "images": sorted(names.values())}
+                    record["rois"] = (record.get("rois") or []) + [stored]
+                    record["images"] = record["images"] + sorted(names.values())
+                    record["label"] = label
+                    all_objects = {**snapshot.get("objects"), **objects}
+                    update = {**self._app_fields(record, all_objects), "record": to_firestore(record),
+                              "objects": all_objects}
+                    snapshot.reference.update(update, option=self.db.write_option(last_update_time=snapshot.update_time))
+                    return stored
+            except LOST_RACE:
+                continue  # the analysis changed meanwhile: look again
         raise StoreError("the analysis kept changing; try again")
 
     def feedback_records(self, modality: str | None = None) -> Iterator[tuple[str, dict]]:
