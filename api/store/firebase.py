@@ -280,7 +280,8 @@ class FirebaseStore(Store):
                     all_objects = {**snapshot.get("objects"), **objects}
                     update = {**self._app_fields(record, all_objects), "record": to_firestore(record),
                               "objects": all_objects}
-                    snapshot.reference.update(update, option=self.db.write_option(last_update_time=snapshot.update_time))
+                    unchanged = self.db.write_option(last_update_time=snapshot.update_time)
+                    snapshot.reference.update(update, option=unchanged)
                     return stored
             except LOST_RACE:
                 continue  # the analysis changed meanwhile: look again
