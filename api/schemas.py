@@ -287,6 +287,9 @@ class ApiErrorDetailSchema(StrictSchema):
     details = fields.Dict()
 
 
+# Documented with every 401 of the v1 routes.
+UNAUTHORIZED = "missing or invalid ID token (Firebase mode)"
+
 # Documented with every 429 (rate limit), which always carries it.
 RETRY_AFTER = {"Retry-After": {"description": "seconds until the rate limit lets the caller in again",
                                "required": True, "schema": {"type": "integer", "minimum": 0}}}

@@ -22,6 +22,17 @@ from ml.pipeline import Analysis, AnalysisOptions, Reuse, RoiFinding, SaliencyFi
 from ml.segmenter.roi import RoiSettings
 
 
+NOT_FOUND = "no such analysis for this user"
+
+
+def owned_record(user_id: str, analysis_id: str) -> dict:
+    """The user's active analysis, or 404: another user's analysis is as absent as a deleted one."""
+    record = get_store().get_analysis(user_id, analysis_id)
+    if record is None:
+        raise APIError(404, "not_found", NOT_FOUND)
+    return record
+
+
 def read_upload(file_storage) -> bytes:
     """The uploaded file's bytes, refusing a missing part or one over the size limit of its type:
     MAX_DICOM_BYTES for a DICOM file (by its first bytes), else MAX_IMAGE_BYTES."""
@@ -149,7 +160,7 @@ def rerun(user_id: str, source: dict, changes: dict) -> tuple[Analysis, dict]:
     started = time.perf_counter()
     image = get_store().read_image(user_id, source["id"], "original.png")
     if image is None:
-        raise APIError(404, "not_found", "no such analysis for this user")
+        raise APIError(404, "not_found", NOT_FOUND)
     # Defaults fill the options a record made before they existed lacks; such a record's results
     # are not reused, since the option may change what the models see.
     defaults = AnalysisOptionsSchema().load({})
@@ -229,5 +240,5 @@ def correct_roi(user_id: str, record: dict, prompt: dict) -> dict:
     roi = roi_record(finding, "correction", prompt, record.get("pixel_spacing_mm"))
     stored = get_store().add_roi(user_id, record["id"], roi, images, label)
     if stored is None:
-        raise APIError(404, "not_found", "no such analysis for this user")
+        raise APIError(404, "not_found", NOT_FOUND)
     return stored

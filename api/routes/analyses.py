@@ -18,14 +18,17 @@ from api.schemas import (
     FeedbackSchema,
     PageArgsSchema,
     RETRY_AFTER,
+    UNAUTHORIZED,
     RerunRequestSchema,
     RoiCorrectionRequestSchema,
     RoiSchema,
 )
 from api.service import (
+    NOT_FOUND,
     analyse,
     correct_roi,
     edited_mask_png,
+    owned_record,
     present,
     present_feedback,
     present_roi,
@@ -38,16 +41,7 @@ from api.store import get_store
 blp = Blueprint("analyses", __name__, url_prefix="/v1/analyses",
                 description="Analyses of breast images, owned by the caller")
 
-NOT_FOUND = "no such analysis for this user"
-UNAUTHORIZED = "missing or invalid ID token (Firebase mode)"
 MASK_KINDS = ("missed_lesions", "ignore_regions")
-
-
-def _owned(analysis_id: str) -> dict:
-    record = get_store().get_analysis(current_user(), analysis_id)
-    if record is None:
-        raise APIError(404, "not_found", NOT_FOUND)
-    return record
 
 
 @blp.route("")
@@ -90,7 +84,7 @@ class Analysis(MethodView):
     @blp.alt_response(404, schema=ApiErrorSchema)
     def get(self, analysis_id: str):
         """One analysis of the caller's, with its feedback."""
-        return present(_owned(analysis_id))
+        return present(owned_record(current_user(), analysis_id))
 
     @blp.response(204)
     @blp.alt_response(401, schema=ApiErrorSchema, description=UNAUTHORIZED)
@@ -110,7 +104,7 @@ class Analysis(MethodView):
 @blp.alt_response(404, schema=ApiErrorSchema)
 def feedback(body: dict, analysis_id: str):
     """Record the clinician's verdict and edited masks; earlier feedback is kept, never overwritten."""
-    record = _owned(analysis_id)
+    record = owned_record(current_user(), analysis_id)
     shape = (record["image"]["height"], record["image"]["width"])
     masks = {kind: edited_mask_png(body.pop(kind), shape) for kind in MASK_KINDS if kind in body}
     entry = {**body, "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")}
@@ -136,7 +130,7 @@ def rerun(changes: dict, analysis_id: str):
     classification and the saliency map are reused when the options do not change them (`reused`
     says what was). The original analysis, its feedback and its images stay as they were."""
     user_id = current_user()
-    analysis, record = rerun_analysis(user_id, _owned(analysis_id), changes)
+    analysis, record = rerun_analysis(user_id, owned_record(user_id, analysis_id), changes)
     store(user_id, analysis, record)
     return present(record)
 
@@ -151,7 +145,7 @@ def rerun(changes: dict, analysis_id: str):
 @blp.alt_response(501, schema=ApiErrorSchema, description="no ROI segmenter installed for the modality")
 def roi(prompt: dict, analysis_id: str):
     """Correct an ROI with a box and/or positive and negative clicks; stored with the analysis."""
-    record = _owned(analysis_id)
+    record = owned_record(current_user(), analysis_id)
     stored = correct_roi(current_user(), record, prompt)
     return present_roi(analysis_id, stored)
 

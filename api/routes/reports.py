@@ -8,7 +8,6 @@ from flask import Response, render_template
 from marshmallow import fields
 
 from api.auth import current_user
-from api.errors import APIError
 from api.extensions import Blueprint
 from api.schemas import (
     ApiErrorSchema,
@@ -19,15 +18,14 @@ from api.schemas import (
     RiskSchema,
     SaliencySchema,
     StrictSchema,
+    UNAUTHORIZED,
 )
-from api.service import present
+from api.service import owned_record, present
 from api.store import get_store
 
 blp = Blueprint("reports", __name__, url_prefix="/v1/analyses",
                 description="Structured reports of the caller's analyses (JSON and printable HTML)")
 
-NOT_FOUND = "no such analysis for this user"
-UNAUTHORIZED = "missing or invalid ID token (Firebase mode)"
 DISCLAIMER = ("Decision support for clinicians, not a diagnosis. The category and probabilities come from a "
               "model alone and must be read with the images and the clinical context.")
 # Images shown in the HTML report, in this order, with their captions.
@@ -144,12 +142,6 @@ def build_report(record: dict) -> dict:
     }
 
 
-def _owned(analysis_id: str) -> dict:
-    record = get_store().get_analysis(current_user(), analysis_id)
-    if record is None:
-        raise APIError(404, "not_found", NOT_FOUND)
-    return record
-
 
 def _inline(user_id: str, analysis_id: str, name: str) -> str | None:
     """A stored PNG as a data: URI, so that the printed report needs nothing else."""
@@ -166,7 +158,7 @@ def _inline(user_id: str, analysis_id: str, name: str) -> str | None:
 def report(analysis_id: str):
     """A structured report of one of the caller's analyses: result, risk category, images, ROIs with
     sizes in millimetres where the pixel spacing is known, saliency, models, options and feedback."""
-    return build_report(_owned(analysis_id))
+    return build_report(owned_record(current_user(), analysis_id))
 
 
 @blp.route("/<string:analysis_id>/report.html")
@@ -176,7 +168,7 @@ def report(analysis_id: str):
 def report_html(analysis_id: str):
     """The same report as a printable HTML page (print CSS; images inlined, nothing fetched)."""
     user_id = current_user()
-    record = _owned(analysis_id)
+    record = owned_record(current_user(), analysis_id)
     content = build_report(record)
     stored = set(record["images"])
     figures = [(caption, _inline(user_id, analysis_id, name)) for name, caption in FIGURES if name in stored]
