@@ -53,6 +53,15 @@ def client(app):
     return app.test_client()
 
 
+def flip_one_byte(path: Path, offset: int = 1000) -> None:
+    """Tamper with a file in place: one byte inverted, so that its sha256 no longer matches."""
+    with open(path, "r+b") as handle:
+        handle.seek(offset)
+        byte = handle.read(1)
+        handle.seek(offset)
+        handle.write(bytes([byte[0] ^ 0xFF]))
+
+
 def copy_to_another_owner(app, analysis_id: str, owner: str = "someone-else") -> dict:
     """The local user's analysis saved again, under a new id, as another user's: a record that
     exists but that the local user must never reach."""

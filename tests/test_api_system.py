@@ -7,7 +7,7 @@ import shutil
 from api import create_app
 from api.config import REPO_ROOT
 from api.models import refusal_to_start
-from conftest import record_count, upload
+from conftest import flip_one_byte, record_count, upload
 
 
 def test_health_says_local_mode(client):
@@ -70,11 +70,7 @@ def _copied_weights(tmp_path):
 
 def test_weights_failing_their_checksum_are_refused_and_marked_so_no_server_starts(tmp_path, busbra_png):
     weights, card = _copied_weights(tmp_path)
-    with open(weights / card["weights_file"], "r+b") as handle:  # corrupt one byte
-        handle.seek(1000)
-        byte = handle.read(1)
-        handle.seek(1000)
-        handle.write(bytes([byte[0] ^ 0xFF]))
+    flip_one_byte(weights / card["weights_file"])
     app = create_app({"TESTING": True, "DATA_DIR": tmp_path / "data", "WEIGHTS_DIR": weights})
     reason = refusal_to_start(app)
     assert reason and f"{card['weights_file']} has sha256" in reason and card["sha256"] in reason

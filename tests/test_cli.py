@@ -14,6 +14,7 @@ import pytest
 import api.cli
 from api import create_app
 from api.config import from_environment
+from conftest import flip_one_byte
 from ml.cards import MODALITY_MODELS
 
 SAM_HOST = "dl.fbaipublicfiles.com"
@@ -34,14 +35,6 @@ def cli(tmp_path: Path, weights: Path, *args: str):
 def status_of(output: str, name: str) -> str:
     (line,) = [line for line in output.splitlines() if f" {name}: " in line]
     return line.split()[0]
-
-
-def flip_one_byte(path: Path, offset: int = 1000) -> None:
-    with open(path, "r+b") as handle:
-        handle.seek(offset)
-        byte = handle.read(1)
-        handle.seek(offset)
-        handle.write(bytes([byte[0] ^ 0xFF]))
 
 
 def test_verify_passes_on_intact_weights(tmp_path, weights):

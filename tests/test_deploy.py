@@ -14,6 +14,7 @@ import yaml
 
 from api.config import REPO_ROOT
 from benchmarks.load import free_port
+from conftest import flip_one_byte
 
 START_LIMIT_S = 60  # issue 8: ready within a minute of start on this machine
 
@@ -77,10 +78,7 @@ def test_app_yaml_entrypoint_is_ready_within_a_minute_with_models_loaded_once(tm
 def test_a_tampered_weights_file_stops_the_entrypoint_with_a_clear_message(tmp_path):
     weights = tmp_path / "weights"
     shutil.copytree(REPO_ROOT / "weights", weights)
-    target = weights / "branet-mg-resnet18.pt"
-    data = bytearray(target.read_bytes())
-    data[-100] ^= 0xFF
-    target.write_bytes(bytes(data))
+    flip_one_byte(weights / "branet-mg-resnet18.pt")
     process = _start_entrypoint(_entrypoint_environment(tmp_path, free_port(), BRANET_WEIGHTS_DIR=str(weights)))
     try:
         code = process.wait(timeout=START_LIMIT_S)
