@@ -6,6 +6,10 @@ Both runs must share the modality, folds and seed (so the same images are held o
 folds). Prints, per data set and pooled, each run's AUC (malignant vs benign, and malignant vs the
 rest) and the difference B - A with a 95% interval from a paired bootstrap over patient groups.
 AUC needs no calibration, so the folds' raw logits are compared.
+
+With --annotated, the same comparison on the images that carry burned-in marks (calipers, text:
+`ml.screen.clean_scan` finds at least ANNOTATED_MIN_PIXELS marked pixels in their scan area),
+where inpainting the marks should matter most.
 """
 from __future__ import annotations
 
@@ -17,10 +21,12 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 
 from ml.calibration import softmax
-from ml.datasets import CLASSES, load_samples
+from ml.datasets import CLASSES, load_gray, load_samples
+from ml.screen import clean_scan
 
 MALIGNANT = CLASSES.index("malignant")
 RESAMPLES = 1000
+ANNOTATED_MIN_PIXELS = 20
 
 
 def out_of_fold_p_malignant(run_dir: Path, n: int, folds: int) -> np.ndarray:
@@ -51,8 +57,8 @@ def compare(labels: np.ndarray, groups: np.ndarray, p_a: np.ndarray, p_b: np.nda
         if len(set(labels[idx])) < 2 or "malignant" not in set(labels[idx]):
             continue
         resampled_a, resampled_b = aucs(labels[idx], p_a[idx]), aucs(labels[idx], p_b[idx])
-        for name in differences:
-            differences[name].append(resampled_b[name] - resampled_a[name])
+        for name, values in differences.items():
+            values.append(resampled_b[name] - resampled_a[name])
     return {name: {"a": round(a[name], 4), "b": round(b[name], 4), "b_minus_a": round(b[name] - a[name], 4),
                    "ci95": [round(float(q), 4) for q in np.percentile(differences[name], [2.5, 97.5])]}
             for name in a}
@@ -65,6 +71,7 @@ def main() -> None:
     parser.add_argument("--modality", default="ultrasound")
     parser.add_argument("--data-root", type=Path, default=Path("../shared/data"))
     parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--annotated", action="store_true", help="also compare on the images with burned-in marks")
     args = parser.parse_args()
     samples = load_samples(args.data_root, args.modality)
     labels = np.array([s.label for s in samples])
@@ -77,6 +84,11 @@ def main() -> None:
     for name in sorted(set(datasets)):
         chosen = datasets == name
         result[name] = compare(labels[chosen], groups[chosen], p_a[chosen], p_b[chosen])
+    if args.annotated:
+        chosen = np.array([clean_scan(load_gray(s.path)).marked_pixels >= ANNOTATED_MIN_PIXELS for s in samples])
+        result["annotated"] = {"n": int(chosen.sum()), **{name: int((chosen & (datasets == name)).sum())
+                                                          for name in sorted(set(datasets))},
+                               **compare(labels[chosen], groups[chosen], p_a[chosen], p_b[chosen])}
     print(json.dumps(result, indent=2))
 
 

@@ -51,7 +51,7 @@ from ml.checkpoints import add_common_arguments, resume, save_checkpoint, settin
 from ml.datasets import CLASSES, Sample, grouped_folds, lesion_mask, load_gray, load_samples, read_folder
 from ml.inference import tta_logits
 from ml.metrics import balanced_threshold, bootstrap_intervals, report, screening_threshold
-from ml.multitask import ClassifierWithLocalisation
+from ml.multitask import ClassifierWithLocalisation, evidence_on_lesion_loss
 from ml.preprocess import InputSpec, letterbox, normalise
 from ml.resnet import ARCHITECTURES
 from ml.saliency import Explainer, localisation_metrics
@@ -74,6 +74,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--weight-decay", type=float, default=5e-4)
     parser.add_argument("--localisation-weight", type=float, default=0.5,
                         help="weight of the lesion-localisation loss (0 turns the head off)")
+    parser.add_argument("--evidence-weight", type=float, default=0.0,
+                        help="weight of the loss that puts the true class's evidence map (Grad-CAM on layer4) "
+                        "on the outlined lesion (0: off)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--clean-scan", action="store_true",
                         help="ultrasound: train on the scan area with calipers and burned-in text inpainted "
@@ -207,13 +210,18 @@ def train_network(
                 data.masks[idx].float().unsqueeze(1) / 255.0,
                 generator,
             )
-            logits, mask_logits = model((images - spec.mean) / spec.std)
-            loss = F.cross_entropy(logits, data.targets[idx], weight=class_weights, label_smoothing=0.05)
+            outputs = model((images - spec.mean) / spec.std)
+            targets = data.targets[idx]
+            loss = F.cross_entropy(outputs.logits, targets, weight=class_weights, label_smoothing=0.05)
             known = data.has_outline[idx]
             if args.localisation_weight > 0 and known.any():
-                target = F.adaptive_avg_pool2d(masks[known], mask_logits.shape[-2:])
+                target = F.adaptive_avg_pool2d(masks[known], outputs.lesion_logits.shape[-2:])
                 loss = loss + args.localisation_weight * F.binary_cross_entropy_with_logits(
-                    mask_logits[known], target
+                    outputs.lesion_logits[known], target
+                )
+            if args.evidence_weight > 0 and known.any():
+                loss = loss + args.evidence_weight * evidence_on_lesion_loss(
+                    outputs.evidence[known], targets[known], masks[known]
                 )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -396,8 +404,10 @@ def write_model(args: argparse.Namespace, network: torch.nn.Module, data: Traini
         "training": {
             "from_scratch": True,
             "command": f"python -m ml.train --modality {args.modality} --folds {args.folds} --epochs {args.epochs} "
-            f"--size {args.size} --batch-size {args.batch_size} --seed {args.seed}",
+            f"--size {args.size} --batch-size {args.batch_size} --localisation-weight {args.localisation_weight} "
+            f"--evidence-weight {args.evidence_weight} --seed {args.seed}",
             "localisation_head_weight": args.localisation_weight,
+            "evidence_on_lesion_weight": args.evidence_weight,
             "images": len(data.samples),
             "excluded": "BUSI images in groups with conflicting labels (label_conflict=1)",
         },

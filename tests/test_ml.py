@@ -86,12 +86,13 @@ def test_training_writes_a_loadable_model_and_resumes(tmp_path, shared_data):
         target.writelines(source.readlines()[:41])
     command = ["ml.train", "--modality", "mammography", "--data-root", str(data_root), "--folds", "2",
                "--epochs", "1", "--size", "32", "--batch-size", "8", "--run-dir", str(tmp_path / "run"),
-               "--weights-dir", str(tmp_path / "weights")]
+               "--weights-dir", str(tmp_path / "weights"), "--evidence-weight", "0.5"]
     first = run_module(*command)
     assert first.returncode == 0, first.stderr
     card = json.loads((tmp_path / "weights" / "branet-mg-resnet18.json").read_text())
     assert card["sha256"] == sha256_of(tmp_path / "weights" / card["weights_file"])
     assert card["training"]["from_scratch"] is True and "mias" in card["data"]
+    assert "--evidence-weight 0.5" in card["training"]["command"]
     assert "research use only" in card["data"]["mias"]
     assert set(card["metrics"]["pooled"]["ci95"]) == {"auc_malignant", "sensitivity", "specificity"}
     assert 0 <= card["metrics"]["saliency_localisation"]["pointing_game"] <= 1
@@ -117,3 +118,29 @@ def test_training_data_with_clean_scans_sees_the_scan_without_its_marks(tmp_path
     assert clean_scan(load_gray(samples[0].path)).marked_pixels > 0  # this image carries calipers
     assert not np.array_equal(cleaned.pixels.numpy(), as_is.pixels.numpy())
     assert cleaned.masks.numpy().max() == 255  # the lesion is inside the scan area, cut alike
+
+
+def test_the_evidence_map_is_what_the_logits_average_and_its_loss_wants_it_on_the_lesion():
+    import torch
+
+    from ml.multitask import ClassifierWithLocalisation, evidence_on_lesion_loss
+    from ml.resnet import ARCHITECTURES
+
+    torch.manual_seed(0)
+    model = ClassifierWithLocalisation(ARCHITECTURES["resnet18"](num_classes=3)).eval()
+    outputs = model(torch.randn(2, 1, 96, 96))
+    assert outputs.evidence.shape == (2, 3, 3, 3)
+    bias = model.classifier.fc.bias
+    assert torch.allclose(outputs.evidence.mean((2, 3)) + bias, outputs.logits, atol=1e-5)
+
+    masks = torch.zeros(1, 1, 96, 96)
+    masks[..., :32, :32] = 1  # the lesion fills the top-left location of the 3 x 3 map
+    on_lesion, off_lesion = torch.zeros(1, 3, 3, 3), torch.zeros(1, 3, 3, 3)
+    on_lesion[0, 2, 0, 0] = off_lesion[0, 2, 2, 2] = 5.0  # class 2's evidence, in or away from the lesion
+    target = torch.tensor([2])
+    assert evidence_on_lesion_loss(on_lesion, target, masks) < 0.1 < evidence_on_lesion_loss(off_lesion, target, masks)
+    other_class = torch.tensor([1])  # only the true class's evidence counts
+    assert evidence_on_lesion_loss(on_lesion, other_class, masks) == evidence_on_lesion_loss(off_lesion, other_class, masks)
+
+    no_lesion = evidence_on_lesion_loss(outputs.evidence, torch.tensor([0, 1]), torch.zeros(2, 1, 96, 96))
+    assert no_lesion.item() == 0.0 and no_lesion.requires_grad  # nothing to point at: no pull either way

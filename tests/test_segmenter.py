@@ -99,3 +99,20 @@ def test_embeddings_are_cached_by_content_and_bounded():
     for seed in (1, 2):
         segmenter.probability(np.random.default_rng(seed).integers(0, 256, (50, 50), dtype=np.uint8))
     assert segmenter.cached_images() == 2
+
+
+def test_training_geometry_moves_the_image_and_its_lesions_together():
+    from ml.segmenter.train import random_geometry
+
+    pixels = np.zeros((90, 120), dtype=np.uint8)
+    lesions = np.zeros((90, 120), dtype=np.int32)
+    pixels[20:40, 20:45], lesions[20:40, 20:45] = 200, 1
+    pixels[50:70, 70:100], lesions[50:70, 70:100] = 200, 2
+    rng = np.random.default_rng(0)
+    for _ in range(10):
+        warped, moved = random_geometry(pixels, lesions, rng)
+        assert warped.shape == moved.shape == pixels.shape
+        inside = moved > 0
+        assert inside.sum() > 0.6 * (lesions > 0).sum()  # zoom and shift keep most of both lesions
+        assert (warped[inside] > 100).mean() > 0.95 and (warped[~inside] > 100).mean() < 0.02
+        assert sorted(np.unique(moved)) == list(range(moved.max() + 1))  # labels stay consecutive
