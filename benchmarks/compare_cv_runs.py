@@ -6,10 +6,6 @@ Both runs must share the modality, folds and seed (so the same images are held o
 folds). Prints, per data set and pooled, each run's AUC (malignant vs benign, and malignant vs the
 rest) and the difference B - A with a 95% interval from a paired bootstrap over patient groups.
 AUC needs no calibration, so the folds' raw logits are compared.
-
-With --annotated, the same comparison on the images that carry burned-in marks (calipers, text:
-`ml.screen.clean_scan` finds at least ANNOTATED_MIN_PIXELS marked pixels in their scan area),
-where inpainting the marks should matter most.
 """
 from __future__ import annotations
 
@@ -21,12 +17,10 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 
 from ml.calibration import softmax
-from ml.datasets import CLASSES, load_gray, load_samples
-from ml.screen import clean_scan
+from ml.datasets import CLASSES, load_samples
 
 MALIGNANT = CLASSES.index("malignant")
 RESAMPLES = 1000
-ANNOTATED_MIN_PIXELS = 20
 
 
 def out_of_fold_p_malignant(run_dir: Path, n: int, folds: int) -> np.ndarray:
@@ -71,7 +65,6 @@ def main() -> None:
     parser.add_argument("--modality", default="ultrasound")
     parser.add_argument("--data-root", type=Path, default=Path("../shared/data"))
     parser.add_argument("--folds", type=int, default=5)
-    parser.add_argument("--annotated", action="store_true", help="also compare on the images with burned-in marks")
     args = parser.parse_args()
     samples = load_samples(args.data_root, args.modality)
     labels = np.array([s.label for s in samples])
@@ -84,11 +77,6 @@ def main() -> None:
     for name in sorted(set(datasets)):
         chosen = datasets == name
         result[name] = compare(labels[chosen], groups[chosen], p_a[chosen], p_b[chosen])
-    if args.annotated:
-        chosen = np.array([clean_scan(load_gray(s.path)).marked_pixels >= ANNOTATED_MIN_PIXELS for s in samples])
-        result["annotated"] = {"n": int(chosen.sum()), **{name: int((chosen & (datasets == name)).sum())
-                                                          for name in sorted(set(datasets))},
-                               **compare(labels[chosen], groups[chosen], p_a[chosen], p_b[chosen])}
     print(json.dumps(result, indent=2))
 
 

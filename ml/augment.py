@@ -12,17 +12,24 @@ import torch
 import torch.nn.functional as F
 
 
+# The geometric jitter every training uses: rotation within ROTATION_DEGREES, zoom within ZOOM,
+# shift within SHIFT of the image side, and a mirror half the time.
+ROTATION_DEGREES = 10
+ZOOM = (0.9, 1.15)
+SHIFT = 0.06
+
+
 def _uniform(n: int, low: float, high: float, generator: torch.Generator) -> torch.Tensor:
     return low + (high - low) * torch.rand(n, generator=generator)
 
 
 def random_geometry(n: int, generator: torch.Generator) -> torch.Tensor:
     """(N, 2, 3) affine matrices for `F.affine_grid`."""
-    angle = _uniform(n, -10, 10, generator) * math.pi / 180
-    scale = _uniform(n, 0.9, 1.15, generator)
+    angle = _uniform(n, -ROTATION_DEGREES, ROTATION_DEGREES, generator) * math.pi / 180
+    scale = _uniform(n, *ZOOM, generator)
     flip = torch.where(torch.rand(n, generator=generator) < 0.5, -1.0, 1.0)
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
-    shift_x, shift_y = _uniform(n, -0.06, 0.06, generator), _uniform(n, -0.06, 0.06, generator)
+    shift_x, shift_y = _uniform(n, -SHIFT, SHIFT, generator), _uniform(n, -SHIFT, SHIFT, generator)
     return torch.stack(
         [torch.stack([cos * flip, -sin, shift_x], dim=1), torch.stack([sin * flip, cos, shift_y], dim=1)],
         dim=1,

@@ -102,7 +102,7 @@ def test_embeddings_are_cached_by_content_and_bounded():
 
 
 def test_training_geometry_moves_the_image_and_its_lesions_together():
-    from ml.segmenter.train import random_geometry
+    from ml.segmenter.train import randomly_warped
 
     pixels = np.zeros((90, 120), dtype=np.uint8)
     lesions = np.zeros((90, 120), dtype=np.int32)
@@ -110,7 +110,7 @@ def test_training_geometry_moves_the_image_and_its_lesions_together():
     pixels[50:70, 70:100], lesions[50:70, 70:100] = 200, 2
     rng = np.random.default_rng(0)
     for _ in range(10):
-        warped, moved = random_geometry(pixels, lesions, rng)
+        warped, moved = randomly_warped(pixels, lesions, rng)
         assert warped.shape == moved.shape == pixels.shape
         inside = moved > 0
         assert inside.sum() > 0.6 * (lesions > 0).sum()  # zoom and shift keep most of both lesions

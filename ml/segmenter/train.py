@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from scipy import ndimage
 from tqdm import tqdm
 
-from ml.augment import photometric
+from ml.augment import ROTATION_DEGREES, SHIFT, ZOOM, photometric
 from ml.cards import SEGMENTER_MODELS, provenance, write_card
 from ml.checkpoints import add_common_arguments, resume, save_checkpoint, settings_of
 from ml.datasets import grouped_folds, load_samples
@@ -61,15 +61,16 @@ def sample_prompt(lesions: np.ndarray, rng: np.random.Generator) -> tuple[dict, 
     return prompt, target
 
 
-def random_geometry(pixels: np.ndarray, lesions: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """The image and its lesion labels under one random mirror, rotation (within 10 degrees),
-    zoom (0.9-1.15) and shift (within 6%), about the image centre; lesions relabelled after."""
-    angle, zoom = np.deg2rad(rng.uniform(-10, 10)), rng.uniform(0.9, 1.15)
+def randomly_warped(pixels: np.ndarray, lesions: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """The image and its lesion labels under ml.augment's geometric jitter (mirror, rotation, zoom,
+    shift about the image centre), drawn from a numpy generator: the images have different shapes,
+    so they are warped one by one, the labels by nearest neighbour, then relabelled."""
+    angle, zoom = np.deg2rad(rng.uniform(-ROTATION_DEGREES, ROTATION_DEGREES)), rng.uniform(*ZOOM)
     mirror = -1.0 if rng.random() < 0.5 else 1.0
     cos, sin = np.cos(angle) / zoom, np.sin(angle) / zoom
     matrix = np.array([[cos, -sin], [sin, cos]]) @ np.diag([1.0, mirror])  # output (row, col) -> input
     centre = (np.array(pixels.shape) - 1) / 2
-    shift = rng.uniform(-0.06, 0.06, 2) * np.array(pixels.shape)
+    shift = rng.uniform(-SHIFT, SHIFT, 2) * np.array(pixels.shape)
     offset = centre - matrix @ (centre + shift)
     warped = ndimage.affine_transform(pixels, matrix, offset, order=1, mode="constant")
     inside = ndimage.affine_transform((lesions > 0).astype(np.uint8), matrix, offset, order=0, mode="constant")
@@ -121,7 +122,7 @@ def train(args: argparse.Namespace, images: list[PreparedImage], run_dir: Path):
         total = 0.0
         for start in bar:
             chosen = [images[i] for i in order[start : start + args.batch_size]]
-            pixels, lesions = zip(*(random_geometry(c.pixels, c.lesions, rng) for c in chosen))
+            pixels, lesions = zip(*(randomly_warped(c.pixels, c.lesions, rng) for c in chosen))
             jittered = [
                 (photometric(torch.from_numpy(p).float()[None, None] / 255, generator)[0, 0] * 255).numpy()
                 for p in pixels
