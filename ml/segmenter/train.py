@@ -204,8 +204,8 @@ def main(argv: list[str] | None = None) -> None:
             "command": f"python -m ml.segmenter.train --modality {args.modality} --epochs {args.epochs} "
             f"--size {args.size} --batch-size {args.batch_size} --seed {args.seed}",
             "prompts": "none (all lesions), box around one lesion (jittered), 1-3 positive and 0-2 negative clicks",
-            "augmentation": "mirror, rotation within 10 degrees, zoom 0.9-1.15, shift within 6%; gain, contrast, "
-            "gamma and speckle",
+            "augmentation": f"mirror, rotation within {ROTATION_DEGREES} degrees, zoom {ZOOM[0]}-{ZOOM[1]}, shift "
+            f"within {SHIFT:.0%}; gain, contrast, gamma and speckle",
             "images": len(images),
         },
         **provenance(weights_path, datasets),
