@@ -8,7 +8,8 @@
 Prints one JSON object: n, auc_malignant (malignant vs everything else), auc_lesion (benign or
 malignant vs normal, null without normals), accuracy, sensitivity and specificity for malignancy
 at the shipped threshold, and the confusion matrix. `segment` prints n, dice and iou (lesion
-images), detection_rate, false_rois_per_image and ms_per_image. Nothing is fitted to the
+images), detection_rate, false_rois_per_image, lesion_free_with_roi (the share of images
+without a lesion given any ROI) and ms_per_image. Nothing is fitted to the
 evaluated data.
 
 `classify --screen-crop on` first crops each image to its scan area and inpaints calipers and
@@ -32,7 +33,7 @@ from ml.classifier import Classifier
 from ml.datasets import CLASSES, load_gray, read_folder
 from ml.metrics import report
 from ml.screen import clean_scan
-from ml.saliency import SALIENCY_METHODS, Explainer, localisation_metrics
+from ml.saliency import GRADCAM_LAYERS, SALIENCY_METHODS, Explainer, localisation_metrics
 from ml.segmenter.build import load_segmenter
 from ml.segmenter.evaluate import PROMPTS
 from ml.segmenter.evaluate import evaluate as evaluate_segmenter
@@ -114,12 +115,13 @@ def segment(modality: str, prompt: str, folder: Path, weights_dir: Path) -> dict
             **evaluate_segmenter(segmenter, samples, prompt)}
 
 
-def saliency(modality: str, method: str, folder: Path, weights_dir: Path) -> dict:
+def saliency(modality: str, method: str, layer: str, folder: Path, weights_dir: Path) -> dict:
     """Pointing game and energy in mask of the shipped model on a folder with lesion outlines."""
     classifier = Classifier.load(weights_dir, MODALITY_MODELS[modality])
     samples = read_folder(folder)
     return {"model": {"name": classifier.name, "version": classifier.version}, "method": method,
-            **localisation_metrics(Explainer.for_classifier(classifier), tqdm(samples, file=sys.stderr), method)}
+            **({"layer": layer} if method == "gradcam" else {}),
+            **localisation_metrics(Explainer.for_classifier(classifier), tqdm(samples, file=sys.stderr), method, layer)}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -148,6 +150,7 @@ def main(argv: list[str] | None = None) -> None:
     saliency_parser = commands.add_parser("saliency", help="does the saliency point at the lesion?")
     saliency_parser.add_argument("--modality", choices=MODALITIES, required=True)
     saliency_parser.add_argument("--method", choices=SALIENCY_METHODS, default="gradcam")
+    saliency_parser.add_argument("--layer", choices=GRADCAM_LAYERS, default=GRADCAM_LAYERS[0], help="Grad-CAM's block")
     saliency_parser.add_argument("--weights-dir", type=Path, default=DEFAULT_WEIGHTS)
     saliency_parser.add_argument("folder", type=Path)
     args = parser.parse_args(argv)
@@ -160,7 +163,7 @@ def main(argv: list[str] | None = None) -> None:
     elif args.command == "segment":
         result = segment(args.modality, args.prompt, args.folder, args.weights_dir)
     else:
-        result = saliency(args.modality, args.method, args.folder, args.weights_dir)
+        result = saliency(args.modality, args.method, args.layer, args.folder, args.weights_dir)
     print(json.dumps(result))
 
 

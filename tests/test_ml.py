@@ -16,6 +16,7 @@ from api.config import REPO_ROOT, from_environment
 from ml.cards import sha256_of
 from ml.classifier import Classifier
 from ml.datasets import load_gray
+from ml.saliency import Explainer
 
 WEIGHTS = from_environment()["WEIGHTS_DIR"]
 
@@ -60,7 +61,7 @@ def test_evaluate_prints_the_metrics_json(tmp_path, shared_data):
     shutil.copytree(shared_data / "busi", folder, ignore=shutil.ignore_patterns("*mask*"))
     with open(shared_data / "busi" / "labels.csv") as handle:
         rows = list(csv.DictReader(handle))
-    chosen = [r for label in ("normal", "benign", "malignant") for r in rows if r["label"] == label][:0]
+    chosen = []
     for label in ("normal", "benign", "malignant"):
         chosen += [r for r in rows if r["label"] == label][:4]
     with open(folder / "labels.csv", "w", newline="") as handle:
@@ -76,6 +77,29 @@ def test_evaluate_prints_the_metrics_json(tmp_path, shared_data):
         assert 0.0 <= report[key] <= 1.0
     matrix = np.array(report["confusion"]["matrix"])
     assert matrix.sum() == 12 and matrix.sum(axis=1).tolist() == [4, 4, 4]
+
+
+def test_evaluate_segment_counts_rois_on_images_without_a_lesion(tmp_path, shared_data):
+    folder = tmp_path / "busi_subset"
+    with open(shared_data / "busi" / "labels.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    chosen = [r for label in ("normal", "benign", "malignant") for r in [r for r in rows if r["label"] == label][:3]]
+    for row in chosen:
+        for name in (row["image"], row["masks"]):
+            (folder / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(shared_data / "busi" / name, folder / name)
+    with open(folder / "labels.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=rows[0].keys())
+        writer.writeheader()
+        writer.writerows(chosen)
+    result = run_module("ml.evaluate", "segment", "--modality", "ultrasound", "--weights-dir", str(WEIGHTS),
+                        str(folder))
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["n"] == 9 and report["lesion_images"] == 6 and report["lesion_free_images"] == 3
+    assert report["lesion_free_with_roi"] in (0.0, 0.3333, 0.6667, 1.0)
+    assert report["false_rois_per_image"] * 9 >= report["lesion_free_with_roi"] * 3 - 1e-3  # each is a false ROI
+    assert 0.0 < report["dice"] <= 1.0 and 0.0 <= report["detection_rate"] <= 1.0
 
 
 def test_training_writes_a_loadable_model_and_resumes(tmp_path, shared_data):
@@ -144,3 +168,17 @@ def test_the_evidence_map_is_what_the_logits_average_and_its_loss_wants_it_on_th
 
     no_lesion = evidence_on_lesion_loss(outputs.evidence, torch.tensor([0, 1]), torch.zeros(2, 1, 96, 96))
     assert no_lesion.item() == 0.0 and no_lesion.requires_grad  # nothing to point at: no pull either way
+
+
+def test_multiscale_gradcam_keeps_only_what_layer4_shows_more_sharply(classifier, grays):
+    explainer = Explainer.for_classifier(classifier)
+    hot = {"layer4": 0, "multiscale": 0}
+    for gray in grays:
+        for target in ("benign", "malignant"):
+            coarse = explainer.explain(gray, target, "gradcam", "layer4").full
+            fine = explainer.explain(gray, target, "gradcam", "multiscale").full
+            assert fine.shape == coarse.shape == gray.shape and fine.max() == pytest.approx(1.0)
+            assert np.all(fine[coarse == 0] == 0)  # the finer blocks only take away from layer4's map
+            hot["layer4"] += int((coarse > 0.5).sum())
+            hot["multiscale"] += int((fine > 0.5).sum())
+    assert hot["multiscale"] < 0.5 * hot["layer4"]

@@ -27,9 +27,11 @@ def _dice(a: np.ndarray, b: np.ndarray) -> float:
 def evaluate(segmenter: Segmenter, samples: list[Sample], prompt: str,
              settings: RoiSettings = RoiSettings()) -> dict:
     """`n`, mean `dice` and `iou` over lesion images (masks unioned), `detection_rate`,
-    `false_rois_per_image` and `ms_per_image`. Box prompts are each lesion's ground-truth box,
+    `false_rois_per_image`, `lesion_free_with_roi` (the share of images without a lesion that get
+    any ROI: there should be none) and `ms_per_image`. Box prompts are each lesion's ground-truth box,
     point prompts each lesion's centre point; automatic mode uses no prompt at all."""
     dice, iou, detected, lesions_total, false_rois, elapsed = [], [], 0, 0, 0, []
+    lesion_free_with_roi = []
     for sample in tqdm(samples, desc=f"segment ({prompt})"):
         gray = load_gray(sample.path)
         truth = lesion_mask(sample, gray.shape) > 127
@@ -61,6 +63,8 @@ def evaluate(segmenter: Segmenter, samples: list[Sample], prompt: str,
         if count:
             dice.append(_dice(union, truth))
             iou.append(_iou(union, truth))
+        else:
+            lesion_free_with_roi.append(bool(predicted))
     return {
         "n": len(samples),
         "lesion_images": len(dice),
@@ -68,5 +72,7 @@ def evaluate(segmenter: Segmenter, samples: list[Sample], prompt: str,
         "iou": round(float(np.mean(iou)), 4) if iou else None,
         "detection_rate": round(detected / lesions_total, 4) if lesions_total else None,
         "false_rois_per_image": round(false_rois / len(samples), 4) if samples else None,
+        "lesion_free_images": len(lesion_free_with_roi),
+        "lesion_free_with_roi": round(float(np.mean(lesion_free_with_roi)), 4) if lesion_free_with_roi else None,
         "ms_per_image": round(1000 * float(np.median(elapsed)), 1) if elapsed else None,
     }
