@@ -5,6 +5,7 @@ from marshmallow import Schema, ValidationError, fields, missing, validate, vali
 
 from ml.cards import MODALITIES
 from ml.pipeline import AnalysisOptions
+from ml.saliency import GRADCAM_LAYERS
 
 DEFAULTS = AnalysisOptions()  # the pipeline's defaults are the API's defaults
 
@@ -33,8 +34,9 @@ class AnalysisOptionsSchema(StrictSchema):
     extract_roi = fields.Boolean(load_default=False, metadata={"description": "find lesion ROIs and classify each"})
     saliency = fields.String(load_default=DEFAULTS.saliency, validate=validate.OneOf(("gradcam", "integrated_gradients", "none")),
                              metadata={"description": "saliency method; none turns saliency off"})
-    saliency_layer = fields.String(load_default=DEFAULTS.saliency_layer, validate=validate.OneOf(("layer3", "layer4")),
-                                   metadata={"description": "Grad-CAM's block (layer3 is finer, layer4 more semantic)"})
+    saliency_layer = fields.String(load_default=DEFAULTS.saliency_layer, validate=validate.OneOf(GRADCAM_LAYERS),
+                                   metadata={"description": "Grad-CAM's block: multiscale multiplies layer4's map by "
+                                             "layer3's and layer2's (sharper); layer3 is finer, layer4 coarser"})
     saliency_steps = fields.Integer(load_default=DEFAULTS.saliency_steps, validate=validate.Range(min=4, max=64),
                                     metadata={"description": "integration steps of integrated gradients"})
     roi_min_area = fields.Float(load_default=DEFAULTS.roi.min_area_fraction, validate=validate.Range(min=0.0, max=0.5),

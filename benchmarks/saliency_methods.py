@@ -1,46 +1,69 @@
-"""Which saliency method points at the lesion? Fold 0's network on 100 of its held-out images.
+"""Which saliency method points at the lesion? Each fold's network on 100 of its held-out images.
 
-    PYTHONPATH=. python benchmarks/saliency_methods.py [RUN_DIR]
+    PYTHONPATH=. python benchmarks/saliency_methods.py [--run-dir RUN_DIR] [--folds 0 1 2 3 4]
 
 Needs a cross-validation run of `python -m ml.train --modality ultrasound --folds 5 --epochs 14
---size 144` in RUN_DIR (default runs/ultrasound; fold 0's checkpoint). Prints the pointing game and energy in mask
-(see ml.saliency.localisation_metrics) for Grad-CAM on layer4 and layer3 and for integrated
-gradients: honest figures, since fold 0's network never saw these images.
+--size 144` in RUN_DIR (default runs/ultrasound; the folds' checkpoints). Prints, per fold, the
+pointing game and energy in mask (see ml.saliency.localisation_metrics) of Grad-CAM on each
+layer choice and of integrated gradients: honest figures, since each fold's network never saw
+these images. The same images' lesion masks themselves, averaged over a grid as coarse as
+layer4's (and layer3's), give `resolution_bound`: the energy in mask that a perfect map of that
+resolution would reach once upsampled.
 """
+import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 
-from ml.datasets import CLASSES, grouped_folds, load_samples
-from ml.preprocess import InputSpec
-from ml.saliency import Explainer, localisation_metrics
+from ml.datasets import CLASSES, grouped_folds, lesion_mask, load_gray, load_samples
+from ml.preprocess import InputSpec, letterbox, letterbox_region
+from ml.saliency import GRADCAM_LAYERS, Explainer, localisation_metrics
 from ml.train import fold_network
 
+SIZE = 144
+CELLS = {"layer4": 5, "layer3": 9}  # the blocks' map sides at SIZE
 
-class LayerExplainer(Explainer):
-    """Grad-CAM on a chosen block."""
 
-    def __init__(self, network, spec, classes, layer: str) -> None:
-        super().__init__(network, spec, classes)
-        self.layer = layer
-
-    def explain(self, gray, target, method="gradcam", layer="layer4", steps=16):
-        return super().explain(gray, target, method, self.layer, steps)
+def resolution_bound(samples, cells: int) -> float:
+    """Mean energy in mask of each lesion mask pooled to cells x cells over the letterbox and
+    upsampled back, as a Grad-CAM map of that resolution is."""
+    energies = []
+    for sample in samples:
+        if sample.label not in ("benign", "malignant") or not (sample.masks or sample.circles):
+            continue
+        gray = load_gray(sample.path)
+        mask = lesion_mask(sample, gray.shape) > 127
+        boxed = torch.from_numpy(letterbox(mask.astype(np.uint8) * 255, SIZE)).float()[None, None] / 255
+        coarse = F.interpolate(F.adaptive_avg_pool2d(boxed, cells), size=(SIZE, SIZE), mode="bilinear",
+                               align_corners=False)[0, 0]
+        top, left, h, w = letterbox_region(*gray.shape, SIZE)
+        full = F.interpolate(coarse[top : top + h, left : left + w][None, None], size=gray.shape, mode="bilinear",
+                             align_corners=False)[0, 0].numpy().clip(0)
+        energies.append(float(full[mask].sum() / full.sum()))
+    return round(float(np.mean(energies)), 4)
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--run-dir", type=Path, default=Path("runs/ultrasound"))
+    parser.add_argument("--folds", type=int, nargs="+", default=[0])
+    args = parser.parse_args()
     samples = load_samples(Path("../shared/data"), "ultrasound")
-    _, held_out = grouped_folds(samples, 5, 0)[0]
-    chosen = [samples[i] for i in np.random.default_rng(0).permutation(held_out)[:100]]
-    run_dir = Path(sys.argv[1]) if len(sys.argv) > 1 else Path("runs/ultrasound")
-    network, spec = fold_network(run_dir / "fold0"), InputSpec(size=144)
-    for layer in ("layer4", "layer3"):
-        result = localisation_metrics(LayerExplainer(network, spec, CLASSES, layer), chosen, "gradcam")
-        print(json.dumps({"method": f"gradcam/{layer}", **result}))
-    result = localisation_metrics(Explainer(network, spec, CLASSES), chosen, "integrated_gradients")
-    print(json.dumps({"method": "integrated_gradients/16 steps", **result}))
+    folds = grouped_folds(samples, 5, 0)
+    for fold in args.folds:
+        held_out = folds[fold][1]
+        chosen = [samples[i] for i in np.random.default_rng(0).permutation(held_out)[:100]]
+        explainer = Explainer(fold_network(args.run_dir / f"fold{fold}"), InputSpec(size=SIZE), CLASSES)
+        for layer in GRADCAM_LAYERS:
+            result = localisation_metrics(explainer, chosen, "gradcam", layer)
+            print(json.dumps({"fold": fold, "method": f"gradcam/{layer}", **result}))
+        result = localisation_metrics(explainer, chosen, "integrated_gradients")
+        print(json.dumps({"fold": fold, "method": "integrated_gradients/16 steps", **result}))
+        bound = {layer: resolution_bound(chosen, cells) for layer, cells in CELLS.items()}
+        print(json.dumps({"fold": fold, "resolution_bound": bound}))
 
 
 if __name__ == "__main__":

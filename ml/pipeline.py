@@ -20,7 +20,7 @@ from ml.decision import MALIGNANT, decide
 from ml.errors import FeatureUnavailable, MLError, ModelUnavailable, UnsupportedModality
 from ml.images import DecodedImage, decode, require_content
 from ml.risk import RiskCategory, birads_category
-from ml.saliency import GRID_SIDE, Explainer, SaliencyMap
+from ml.saliency import GRADCAM_LAYERS, GRID_SIDE, Explainer, SaliencyMap
 from ml.screen import Box, clean_scan
 from ml.segmenter.build import load_segmenter
 from ml.segmenter.roi import Roi, RoiSettings, Segmenter
@@ -42,7 +42,7 @@ class AnalysisOptions:
     extract_roi: bool = False
     roi: RoiSettings = RoiSettings()
     saliency: str | None = "gradcam"  # None: no saliency
-    saliency_layer: str = "layer4"  # Grad-CAM's block
+    saliency_layer: str = GRADCAM_LAYERS[0]  # Grad-CAM's block, or "multiscale"
     saliency_steps: int = 16  # integrated gradients' steps
     operating_point: str = "screening"  # or "balanced"
     dicom_frame: int = 0  # the frame of a multi-frame DICOM file (0-based)

@@ -57,7 +57,7 @@ from ml.metrics import balanced_threshold, bootstrap_intervals, report, screenin
 from ml.multitask import ClassifierWithLocalisation, evidence_on_lesion_loss
 from ml.preprocess import InputSpec, letterbox, normalise
 from ml.resnet import ARCHITECTURES
-from ml.saliency import Explainer, localisation_metrics
+from ml.saliency import GRADCAM_LAYERS, Explainer, localisation_metrics
 from ml.screen import clean_scan
 
 SCREENING_SENSITIVITY = 0.95
@@ -277,7 +277,7 @@ def cross_validate(args: argparse.Namespace, data: TrainingData, run_dir: Path) 
         localisation.append(json.loads(saliency_path.read_text()))
     total = sum(f["n"] for f in localisation)
     pooled = {
-        "method": f"gradcam (layer4), explaining the true class, each fold's network on up to "
+        "method": f"gradcam ({GRADCAM_LAYERS[0]}), explaining the true class, each fold's network on up to "
         f"{SALIENCY_IMAGES_PER_FOLD} of its held-out images (the lesion images among them)",
         "n": total,
         "pointing_game": round(sum(f["pointing_game"] * f["n"] for f in localisation if f["n"]) / total, 4) if total else None,
