@@ -20,7 +20,7 @@ from typing import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from captum.attr import IntegratedGradients, LayerGradCam
+from captum.attr import IntegratedGradients, LayerActivation, LayerGradientXActivation
 from scipy import ndimage
 
 from ml.classifier import Classifier
@@ -65,10 +65,7 @@ class Explainer:
         with self.lock, torch.enable_grad():
             if method == "gradcam":
                 attribution = None
-                for block in MULTISCALE_BLOCKS if layer == "multiscale" else (layer,):
-                    cam = LayerGradCam(self.network, getattr(self.network, block)).attribute(
-                        batch, target=target_index, relu_attributions=True
-                    )
+                for cam in self._gradcam(batch, target_index, MULTISCALE_BLOCKS if layer == "multiscale" else (layer,)):
                     cam = F.interpolate(cam, size=batch.shape[-2:], mode="bilinear", align_corners=False)
                     cam = cam / cam.max().clamp(min=1e-12)
                     refined = cam if attribution is None else attribution * cam
@@ -83,6 +80,18 @@ class Explainer:
             else:
                 raise ValueError(f"unknown saliency method {method!r}")
         return _on_image(attribution.detach()[0, 0], gray.shape, spec.size, method, target)
+
+
+    def _gradcam(self, batch: torch.Tensor, target_index: int, blocks: Sequence[str]) -> list[torch.Tensor]:
+        """Grad-CAM of each block, relu(sum over channels of activation x mean gradient), from
+        one backward pass: Captum's gradients and activations of all the blocks at once."""
+        layers = [getattr(self.network, block) for block in blocks]
+        gradients = LayerGradientXActivation(self.network, layers, multiply_by_inputs=False).attribute(
+            batch, target=target_index
+        )
+        activations = LayerActivation(self.network, layers).attribute(batch)
+        return [F.relu((gradient.mean(dim=(2, 3), keepdim=True) * activation).sum(dim=1, keepdim=True))
+                for gradient, activation in zip(gradients, activations)]
 
 
 def _smooth(attribution: torch.Tensor, sigma: float) -> torch.Tensor:
