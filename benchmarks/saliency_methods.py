@@ -7,7 +7,7 @@ Needs a cross-validation run of `python -m ml.train --modality ultrasound --fold
 pointing game and energy in mask (see ml.saliency.localisation_metrics) of Grad-CAM on each
 layer choice and of integrated gradients: honest figures, since each fold's network never saw
 these images. The same images' lesion masks themselves, averaged over a grid as coarse as
-layer4's (and layer3's), give `resolution_bound`: the energy in mask that a perfect map of that
+the network's layer4 (and layer3) map, give `resolution_bound`: the energy in mask that a perfect map of that
 resolution would reach once upsampled.
 """
 import argparse
@@ -24,7 +24,19 @@ from ml.saliency import GRADCAM_LAYERS, Explainer, localisation_metrics
 from ml.train import fold_network
 
 SIZE = 144
-CELLS = {"layer4": 5, "layer3": 9}  # the blocks' map sides at SIZE
+
+
+def block_sides(network: torch.nn.Module) -> dict[str, int]:
+    """The side of layer4's and layer3's maps at SIZE (5 and 9 for resnet18, 9 and 9 for resnet18_os16)."""
+    sides = {}
+    hooks = [getattr(network, name).register_forward_hook(
+        lambda module, inputs, output, name=name: sides.update({name: output.shape[-1]}))
+        for name in ("layer4", "layer3")]
+    with torch.no_grad():
+        network(torch.zeros(1, 1, SIZE, SIZE))
+    for hook in hooks:
+        hook.remove()
+    return sides
 
 
 def resolution_bound(samples, cells: int) -> float:
@@ -56,13 +68,14 @@ def main() -> None:
     for fold in args.folds:
         held_out = folds[fold][1]
         chosen = [samples[i] for i in np.random.default_rng(0).permutation(held_out)[:100]]
-        explainer = Explainer(fold_network(args.run_dir / f"fold{fold}"), InputSpec(size=SIZE), CLASSES)
+        network = fold_network(args.run_dir / f"fold{fold}")
+        explainer = Explainer(network, InputSpec(size=SIZE), CLASSES)
         for layer in GRADCAM_LAYERS:
             result = localisation_metrics(explainer, chosen, "gradcam", layer)
             print(json.dumps({"fold": fold, "method": f"gradcam/{layer}", **result}))
         result = localisation_metrics(explainer, chosen, "integrated_gradients")
         print(json.dumps({"fold": fold, "method": "integrated_gradients/16 steps", **result}))
-        bound = {layer: resolution_bound(chosen, cells) for layer, cells in CELLS.items()}
+        bound = {layer: resolution_bound(chosen, cells) for layer, cells in block_sides(network).items()}
         print(json.dumps({"fold": fold, "resolution_bound": bound}))
 
 

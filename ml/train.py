@@ -74,6 +74,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m ml.train", description=__doc__.split("\n")[0])
     add_common_arguments(parser, epochs=20, size=160, batch_size=32, lr=2e-3)
     parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--architecture", choices=sorted(ARCHITECTURES), default="resnet18",
+                        help="resnet18_os16: layer4 at layer3's resolution (finer saliency); fine-tuning keeps the parent's")
     parser.add_argument("--weight-decay", type=float, default=5e-4)
     parser.add_argument("--localisation-weight", type=float, default=0.5,
                         help="weight of the lesion-localisation loss (0 turns the head off)")
@@ -99,6 +101,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     defaults = {**SCRATCH_DEFAULTS, "version": now.strftime("%Y.%m.%d")}
     if args.fine_tune is not None:
         parent = parent_card(args.fine_tune)
+        args.architecture = parent["architecture"]
         defaults = {"epochs": FINE_TUNE_EPOCHS, "size": parent["input"]["size"],
                     "lr": FINE_TUNE_LR_FACTOR * parent.get("training", {}).get("lr", SCRATCH_DEFAULTS["lr"]),
                     "version": now.strftime("%Y.%m.%d.%H%M")}  # several fine-tunes a day stay apart
@@ -179,7 +182,7 @@ def train_network(
     run_dir.mkdir(parents=True, exist_ok=True)
     spec = InputSpec(size=args.size)
     torch.manual_seed(args.seed)
-    model = ClassifierWithLocalisation(ARCHITECTURES["resnet18"](num_classes=len(CLASSES)))
+    model = ClassifierWithLocalisation(ARCHITECTURES[args.architecture](num_classes=len(CLASSES)))
     if initial is not None:
         model.classifier.load_state_dict({key: value.float() for key, value in initial.items()})
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
@@ -243,9 +246,12 @@ def train_network(
 
 
 def fold_network(fold_dir: Path) -> torch.nn.Module:
-    """The classifier a finished fold trained, from its last checkpoint."""
-    model = ClassifierWithLocalisation(ARCHITECTURES["resnet18"](num_classes=len(CLASSES)))
-    model.load_state_dict(torch.load(fold_dir / "checkpoint.pt", weights_only=False)["model"])  # our own file
+    """The classifier a finished fold trained, from its last checkpoint (whose settings name the
+    architecture; runs from before the option are plain resnet18)."""
+    checkpoint = torch.load(fold_dir / "checkpoint.pt", weights_only=False)  # our own file
+    architecture = checkpoint["settings"].get("architecture", "resnet18")
+    model = ClassifierWithLocalisation(ARCHITECTURES[architecture](num_classes=len(CLASSES)))
+    model.load_state_dict(checkpoint["model"])
     return model.classifier.eval()
 
 
@@ -385,7 +391,7 @@ def write_model(args: argparse.Namespace, network: torch.nn.Module, data: Traini
         "name": name,
         "version": args.version,
         "modality": args.modality,
-        "architecture": "resnet18",
+        "architecture": args.architecture,
         "classes": CLASSES,
         "input": InputSpec(size=args.size).to_dict(),
         "test_time_augmentation": "mean logits of the image and its mirror image",
@@ -406,7 +412,8 @@ def write_model(args: argparse.Namespace, network: torch.nn.Module, data: Traini
         },
         "training": {
             "from_scratch": True,
-            "command": f"python -m ml.train --modality {args.modality} --folds {args.folds} --epochs {args.epochs} "
+            "command": f"python -m ml.train --modality {args.modality} --architecture {args.architecture} "
+            f"--folds {args.folds} --epochs {args.epochs} "
             f"--size {args.size} --batch-size {args.batch_size} --localisation-weight {args.localisation_weight} "
             f"--evidence-weight {args.evidence_weight} --seed {args.seed}",
             "localisation_head_weight": args.localisation_weight,

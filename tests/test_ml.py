@@ -182,3 +182,18 @@ def test_multiscale_gradcam_keeps_only_what_layer4_shows_more_sharply(classifier
             hot["layer4"] += int((coarse > 0.5).sum())
             hot["multiscale"] += int((fine > 0.5).sum())
     assert hot["multiscale"] < 0.5 * hot["layer4"]
+
+
+def test_output_stride_16_resnet18_is_the_same_network_with_a_finer_last_block():
+    import torch
+
+    from ml.resnet import ARCHITECTURES
+
+    plain, fine = ARCHITECTURES["resnet18"](3), ARCHITECTURES["resnet18_os16"](3)
+    assert {k: v.shape for k, v in plain.state_dict().items()} == {k: v.shape for k, v in fine.state_dict().items()}
+    fine.load_state_dict(plain.state_dict())
+    blocks = {}
+    for name, network in (("plain", plain), ("fine", fine)):
+        network.layer4.register_forward_hook(lambda module, inputs, output, name=name: blocks.update({name: output}))
+        assert network.eval()(torch.zeros(2, 1, 144, 144)).shape == (2, 3)
+    assert blocks["plain"].shape[-2:] == (5, 5) and blocks["fine"].shape[-2:] == (9, 9)
