@@ -1,11 +1,11 @@
 """Which saliency method points at the lesion? Each fold's network on 100 of its held-out images.
 
-    PYTHONPATH=. python benchmarks/saliency_methods.py [--run-dir RUN_DIR] [--folds 0 1 2 3 4]
+    PYTHONPATH=. python benchmarks/saliency_methods.py [--run-dir RUN_DIR] [--folds 0 1 2 3 4] [--methods ...]
 
 Needs a cross-validation run of `python -m ml.train --modality ultrasound --folds 5 --epochs 14
 --size 144` in RUN_DIR (default runs/ultrasound; the folds' checkpoints). Prints, per fold, the
-pointing game and energy in mask (see ml.saliency.localisation_metrics) of Grad-CAM on each
-layer choice and of integrated gradients: honest figures, since each fold's network never saw
+pointing game and energy in mask (see ml.saliency.localisation_metrics) per data set, of Grad-CAM
+on each layer choice and of integrated gradients: honest figures, since each fold's network never saw
 these images. The same images' lesion masks themselves, averaged over a grid as coarse as
 the network's layer4 (and layer3) map, give `resolution_bound`: the energy in mask that a perfect map of that
 resolution would reach once upsampled.
@@ -24,6 +24,8 @@ from ml.saliency import GRADCAM_LAYERS, Explainer, localisation_metrics
 from ml.train import fold_network
 
 SIZE = 144
+METHODS = {**{f"gradcam/{layer}": ("gradcam", layer) for layer in GRADCAM_LAYERS},
+           "integrated_gradients/16 steps": ("integrated_gradients", GRADCAM_LAYERS[0])}
 
 
 def block_sides(network: torch.nn.Module) -> dict[str, int]:
@@ -62,6 +64,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--run-dir", type=Path, default=Path("runs/ultrasound"))
     parser.add_argument("--folds", type=int, nargs="+", default=[0])
+    parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
     args = parser.parse_args()
     samples = load_samples(Path("../shared/data"), "ultrasound")
     folds = grouped_folds(samples, 5, 0)
@@ -70,11 +73,11 @@ def main() -> None:
         chosen = [samples[i] for i in np.random.default_rng(0).permutation(held_out)[:100]]
         network = fold_network(args.run_dir / f"fold{fold}")
         explainer = Explainer(network, InputSpec(size=SIZE), CLASSES)
-        for layer in GRADCAM_LAYERS:
-            result = localisation_metrics(explainer, chosen, "gradcam", layer)
-            print(json.dumps({"fold": fold, "method": f"gradcam/{layer}", **result}))
-        result = localisation_metrics(explainer, chosen, "integrated_gradients")
-        print(json.dumps({"fold": fold, "method": "integrated_gradients/16 steps", **result}))
+        for name in args.methods:
+            method, layer = METHODS[name]
+            for dataset in sorted({s.dataset for s in chosen}):
+                result = localisation_metrics(explainer, [s for s in chosen if s.dataset == dataset], method, layer)
+                print(json.dumps({"fold": fold, "method": name, "dataset": dataset, **result}))
         bound = {layer: resolution_bound(chosen, cells) for layer, cells in block_sides(network).items()}
         print(json.dumps({"fold": fold, "resolution_bound": bound}))
 
