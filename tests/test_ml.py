@@ -56,18 +56,24 @@ def run_module(*args: str, cwd: Path = REPO_ROOT) -> subprocess.CompletedProcess
     return subprocess.run([sys.executable, "-m", *args], cwd=cwd, capture_output=True, text=True, timeout=600)
 
 
-def test_evaluate_prints_the_metrics_json(tmp_path, shared_data):
-    folder = tmp_path / "busi_subset"
-    shutil.copytree(shared_data / "busi", folder, ignore=shutil.ignore_patterns("*mask*"))
+def busi_subset_labels(shared_data: Path, folder: Path, per_label: int) -> list[dict]:
+    """Write folder/labels.csv with BUSI's first `per_label` rows of each class; returns the rows."""
     with open(shared_data / "busi" / "labels.csv") as handle:
         rows = list(csv.DictReader(handle))
-    chosen = []
-    for label in ("normal", "benign", "malignant"):
-        chosen += [r for r in rows if r["label"] == label][:4]
+    chosen = [row for label in ("normal", "benign", "malignant")
+              for row in [r for r in rows if r["label"] == label][:per_label]]
+    folder.mkdir(parents=True, exist_ok=True)
     with open(folder / "labels.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=rows[0].keys())
         writer.writeheader()
         writer.writerows(chosen)
+    return chosen
+
+
+def test_evaluate_prints_the_metrics_json(tmp_path, shared_data):
+    folder = tmp_path / "busi_subset"
+    shutil.copytree(shared_data / "busi", folder, ignore=shutil.ignore_patterns("*mask*"))
+    busi_subset_labels(shared_data, folder, per_label=4)
     result = run_module("ml.evaluate", "classify", "--modality", "ultrasound", "--weights-dir", str(WEIGHTS),
                         str(folder))
     assert result.returncode == 0, result.stderr
@@ -81,17 +87,10 @@ def test_evaluate_prints_the_metrics_json(tmp_path, shared_data):
 
 def test_evaluate_segment_counts_rois_on_images_without_a_lesion(tmp_path, shared_data):
     folder = tmp_path / "busi_subset"
-    with open(shared_data / "busi" / "labels.csv") as handle:
-        rows = list(csv.DictReader(handle))
-    chosen = [r for label in ("normal", "benign", "malignant") for r in [r for r in rows if r["label"] == label][:3]]
-    for row in chosen:
+    for row in busi_subset_labels(shared_data, folder, per_label=3):
         for name in (row["image"], row["masks"]):
             (folder / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(shared_data / "busi" / name, folder / name)
-    with open(folder / "labels.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=rows[0].keys())
-        writer.writeheader()
-        writer.writerows(chosen)
     result = run_module("ml.evaluate", "segment", "--modality", "ultrasound", "--weights-dir", str(WEIGHTS),
                         str(folder))
     assert result.returncode == 0, result.stderr
