@@ -2,7 +2,8 @@
 
 Two methods, chosen per request:
 * "gradcam" (default): Grad-CAM, robust and class-discriminative. On one block it is as coarse as
-  that block: layer4 is 1/32 of the input, 5 x 5 cells at 144 px, too coarse to outline a lesion.
+  that block: on a plain ResNet18 layer4 is 1/32 of the input, 5 x 5 cells at 144 px, too coarse
+  to outline a lesion (9 x 9 for resnet18_os16, see ml.resnet).
   The default layer, "multiscale", multiplies the last block's map by those of the two blocks
   before it (1/16 and 1/8 of the input), each scaled to [0, 1]: a region stays only where it is
   evidence for the class at every scale, so the map keeps layer4's meaning and gains the finer
@@ -80,7 +81,6 @@ class Explainer:
             else:
                 raise ValueError(f"unknown saliency method {method!r}")
         return _on_image(attribution.detach()[0, 0], gray.shape, spec.size, method, target)
-
 
     def _gradcam(self, batch: torch.Tensor, target_index: int, blocks: Sequence[str]) -> list[torch.Tensor]:
         """Grad-CAM of each block, relu(sum over channels of activation x mean gradient), from
