@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from api import create_app
@@ -158,6 +159,8 @@ def test_fine_tuning_on_the_export_makes_a_new_version_that_models_lists(exporte
     assert card["fine_tuning"]["feedback"]["images"] == 2  # the ultrasound rows only
     assert card["fine_tuning"]["feedback"]["lesion_masks"] == 1 and card["fine_tuning"]["original_images"] == 10
     assert card["training"]["from_scratch"] is False and card["input"]["size"] == 32
+    checkpoint = torch.load(tmp_path / "run" / "fine-tune" / "checkpoint.pt", weights_only=False)  # our own file
+    assert card["architecture"] == parent["architecture"] == checkpoint["settings"]["architecture"]
     assert sha256_of(WEIGHTS / "branet-us-resnet18.pt") == parent["sha256"]  # the parent is untouched
 
     # Listed, not served, until the configuration names it.
