@@ -11,6 +11,12 @@ import torch
 from ml.cards import MODALITIES
 
 
+def version_now() -> str:
+    """A model version from the moment of training, UTC to the minute, so that several runs a day
+    (a retrained model, a fine-tune) never share one."""
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y.%m.%d.%H%M")
+
+
 def add_common_arguments(parser: argparse.ArgumentParser, epochs: int, size: int, batch_size: int,
                          lr: float) -> None:
     """The options every training command shares, with that command's defaults."""
@@ -23,7 +29,7 @@ def add_common_arguments(parser: argparse.ArgumentParser, epochs: int, size: int
     parser.add_argument("--batch-size", type=int, default=batch_size)
     parser.add_argument("--lr", type=float, default=lr)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--version", default=dt.date.today().strftime("%Y.%m.%d"))
+    parser.add_argument("--version", default=version_now(), help="the model's version (default: now, UTC, YYYY.MM.DD.HHMM)")
 
 
 def settings_of(args: argparse.Namespace) -> dict[str, str]:

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import datetime as dt
 import hashlib
 import json
 import logging
@@ -95,16 +94,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--replay", type=int, default=0,
                         help="fine-tuning: original images mixed in, a seeded random choice (0: all)")
     parser.add_argument("--name", help="fine-tuning: the new model's card name (default: <family>-ft-<version>)")
-    parser.set_defaults(epochs=None, size=None, lr=None, version=None)  # resolved below: they depend on --fine-tune
+    parser.set_defaults(epochs=None, size=None, lr=None)  # resolved below: they depend on --fine-tune
     args = parser.parse_args(argv)
-    now = dt.datetime.now(dt.timezone.utc)
-    defaults = {**SCRATCH_DEFAULTS, "version": now.strftime("%Y.%m.%d")}
+    defaults = SCRATCH_DEFAULTS
     if args.fine_tune is not None:
         parent = parent_card(args.fine_tune)
         args.architecture = parent["architecture"]
         defaults = {"epochs": FINE_TUNE_EPOCHS, "size": parent["input"]["size"],
-                    "lr": FINE_TUNE_LR_FACTOR * parent.get("training", {}).get("lr", SCRATCH_DEFAULTS["lr"]),
-                    "version": now.strftime("%Y.%m.%d.%H%M")}  # several fine-tunes a day stay apart
+                    "lr": FINE_TUNE_LR_FACTOR * parent.get("training", {}).get("lr", SCRATCH_DEFAULTS["lr"])}
     for key, value in defaults.items():
         if getattr(args, key) is None:
             setattr(args, key, value)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -115,6 +116,7 @@ def test_training_writes_a_loadable_model_and_resumes(tmp_path, shared_data):
     card = json.loads((tmp_path / "weights" / "branet-mg-resnet18.json").read_text())
     assert card["sha256"] == sha256_of(tmp_path / "weights" / card["weights_file"])
     assert card["training"]["from_scratch"] is True and "mias" in card["data"]
+    assert re.fullmatch(r"\d{4}\.\d{2}\.\d{2}\.\d{4}", card["version"])  # to the minute: runs a day stay apart
     assert "--evidence-weight 0.5" in card["training"]["command"]
     assert "research use only" in card["data"]["mias"]
     assert set(card["metrics"]["pooled"]["ci95"]) == {"auc_malignant", "sensitivity", "specificity"}
