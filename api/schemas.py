@@ -36,7 +36,7 @@ class AnalysisOptionsSchema(StrictSchema):
                              metadata={"description": "saliency method; none turns saliency off"})
     saliency_layer = fields.String(load_default=DEFAULTS.saliency_layer, validate=validate.OneOf(GRADCAM_LAYERS),
                                    metadata={"description": "Grad-CAM's block: multiscale multiplies layer4's map by "
-                                             "layer3's and layer2's (sharper); layer3 is finer, layer4 coarser"})
+                                             "those of layers 3, 2 and 1 (sharper); layer3 is finer, layer4 coarser"})
     saliency_steps = fields.Integer(load_default=DEFAULTS.saliency_steps, validate=validate.Range(min=4, max=64),
                                     metadata={"description": "integration steps of integrated gradients"})
     roi_min_area = fields.Float(load_default=DEFAULTS.roi.min_area_fraction, validate=validate.Range(min=0.0, max=0.5),

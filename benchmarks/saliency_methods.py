@@ -1,9 +1,10 @@
-"""Which saliency method points at the lesion? Each fold's network on 100 of its held-out images.
+"""Which saliency method points at the lesion? Each fold's network on its held-out lesion images.
 
     PYTHONPATH=. python benchmarks/saliency_methods.py [--run-dir RUN_DIR] [--folds 0 1 2 3 4] [--methods ...]
+        [--images N]
 
-Needs a cross-validation run of `python -m ml.train --modality ultrasound --folds 5 --epochs 14
---size 144` in RUN_DIR (default runs/ultrasound; the folds' checkpoints). Prints, per fold, the
+Needs a cross-validation run in RUN_DIR (its folds' checkpoints; default runs/ultrasound-os16, the
+shipped ultrasound model's command in weights/branet-us-resnet18.json run with that --run-dir). Prints, per fold, the
 pointing game and energy in mask (see ml.saliency.localisation_metrics) per data set, of Grad-CAM
 on each layer choice and of integrated gradients: honest figures, since each fold's network never saw
 these images. The same images' lesion masks themselves, averaged over a grid as coarse as
@@ -62,15 +63,17 @@ def resolution_bound(samples, cells: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--run-dir", type=Path, default=Path("runs/ultrasound"))
+    parser.add_argument("--run-dir", type=Path, default=Path("runs/ultrasound-os16"))
     parser.add_argument("--folds", type=int, nargs="+", default=[0])
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
+    parser.add_argument("--images", type=int, help="a seeded random choice of this many held-out images per fold "
+                        "(default: all of them; integrated gradients take about 0.5 s an image)")
     args = parser.parse_args()
     samples = load_samples(Path("../shared/data"), "ultrasound")
     folds = grouped_folds(samples, 5, 0)
     for fold in args.folds:
         held_out = folds[fold][1]
-        chosen = [samples[i] for i in np.random.default_rng(0).permutation(held_out)[:100]]
+        chosen = [samples[i] for i in np.random.default_rng(0).permutation(held_out)[: args.images]]
         network = fold_network(args.run_dir / f"fold{fold}")
         explainer = Explainer(network, InputSpec(size=SIZE), CLASSES)
         for name in args.methods:

@@ -4,10 +4,14 @@ Two methods, chosen per request:
 * "gradcam" (default): Grad-CAM, robust and class-discriminative. On one block it is as coarse as
   that block: on a plain ResNet18 layer4 is 1/32 of the input, 5 x 5 cells at 144 px, too coarse
   to outline a lesion (9 x 9 for resnet18_os16, see ml.resnet).
-  The default layer, "multiscale", multiplies the last block's map by those of the two blocks
-  before it (1/16 and 1/8 of the input), each scaled to [0, 1]: a region stays only where it is
+  The default layer, "multiscale", multiplies the last block's map by those of the blocks before
+  it, down to layer1 (1/4 of the input), each scaled to [0, 1]: a region stays only where it is
   evidence for the class at every scale, so the map keeps layer4's meaning and gains the finer
   blocks' detail (a finer block that shares none of the coarser map's evidence is skipped).
+  layer4 and layer3 see the whole lesion, and their map is Grad-CAM's (channels weighted by their
+  gradient averaged over the map). layer2 and layer1 see only small patches; averaging their
+  gradients over the whole map would discard where the class evidence is, so theirs keep each
+  location's own gradient x activation (HiResCAM, Draelos and Carin 2020).
 * "integrated_gradients": pixel-level attributions integrated from a black baseline; finer, at
   the cost of `steps` forward and backward passes, and noisier (smoothed here).
 """
@@ -30,7 +34,8 @@ from ml.preprocess import InputSpec, letterbox_region, to_batch
 
 SALIENCY_METHODS = ("gradcam", "integrated_gradients")
 GRADCAM_LAYERS = ("multiscale", "layer4", "layer3")  # the first is the default
-MULTISCALE_BLOCKS = ("layer4", "layer3", "layer2")
+MULTISCALE_BLOCKS = ("layer4", "layer3", "layer2", "layer1")
+LOCAL_GRADIENT_BLOCKS = ("layer2", "layer1")  # mapped with each location's own gradient (HiResCAM)
 GRID_SIDE = 32  # the long side of the low-resolution map returned as numbers
 
 
@@ -83,15 +88,19 @@ class Explainer:
         return _on_image(attribution.detach()[0, 0], gray.shape, spec.size, method, target)
 
     def _gradcam(self, batch: torch.Tensor, target_index: int, blocks: Sequence[str]) -> list[torch.Tensor]:
-        """Grad-CAM of each block, relu(sum over channels of activation x mean gradient), from
-        one backward pass: Captum's gradients and activations of all the blocks at once."""
+        """Each block's map, relu(sum over channels of activation x gradient), the gradient averaged
+        over the map (Grad-CAM) except in LOCAL_GRADIENT_BLOCKS; from one backward pass: Captum's
+        gradients and activations of all the blocks at once."""
         layers = [getattr(self.network, block) for block in blocks]
         gradients = LayerGradientXActivation(self.network, layers, multiply_by_inputs=False).attribute(
             batch, target=target_index
         )
         activations = LayerActivation(self.network, layers).attribute(batch)
-        return [F.relu((gradient.mean(dim=(2, 3), keepdim=True) * activation).sum(dim=1, keepdim=True))
-                for gradient, activation in zip(gradients, activations)]
+        maps = []
+        for block, gradient, activation in zip(blocks, gradients, activations):
+            weight = gradient if block in LOCAL_GRADIENT_BLOCKS else gradient.mean(dim=(2, 3), keepdim=True)
+            maps.append(F.relu((weight * activation).sum(dim=1, keepdim=True)))
+        return maps
 
 
 def _smooth(attribution: torch.Tensor, sigma: float) -> torch.Tensor:

@@ -60,7 +60,6 @@ from ml.saliency import GRADCAM_LAYERS, Explainer, localisation_metrics
 from ml.screen import clean_scan
 
 SCREENING_SENSITIVITY = 0.95
-SALIENCY_IMAGES_PER_FOLD = 100
 SCRATCH_DEFAULTS = {"epochs": 20, "size": 160, "lr": 2e-3}
 FINE_TUNE_EPOCHS = 3
 FINE_TUNE_LR_FACTOR = 0.1  # of the parent's learning rate
@@ -270,23 +269,37 @@ def cross_validate(args: argparse.Namespace, data: TrainingData, run_dir: Path) 
             fold_logits = predict_logits(network, data.pixels[held_out], spec)
             np.savez(done, logits=fold_logits, held_out=held_out)
         logits[held_out], fold_of[held_out] = fold_logits, k
-        saliency_path = fold_dir / "saliency.json"
-        if not saliency_path.exists():
+        localisation_path = fold_dir / "localisation.json"
+        if not localisation_path.exists():
             explainer = Explainer(network or fold_network(fold_dir), spec, CLASSES)
-            # A fixed random subset keeps this to minutes on a CPU; the card says how many.
-            chosen = np.random.default_rng(args.seed).permutation(held_out)[:SALIENCY_IMAGES_PER_FOLD]
-            samples = [data.samples[i] for i in chosen]
-            saliency_path.write_text(json.dumps(localisation_metrics(explainer, tqdm(samples, desc=f"fold{k} saliency"))))
-        localisation.append(json.loads(saliency_path.read_text()))
-    total = sum(f["n"] for f in localisation)
-    pooled = {
-        "method": f"gradcam ({GRADCAM_LAYERS[0]}), explaining the true class, each fold's network on up to "
-        f"{SALIENCY_IMAGES_PER_FOLD} of its held-out images (the lesion images among them)",
-        "n": total,
-        "pointing_game": round(sum(f["pointing_game"] * f["n"] for f in localisation if f["n"]) / total, 4) if total else None,
-        "energy_in_mask": round(sum(f["energy_in_mask"] * f["n"] for f in localisation if f["n"]) / total, 4) if total else None,
+            by_dataset = {}
+            for dataset in sorted({data.samples[i].dataset for i in held_out}):
+                chosen = [data.samples[i] for i in held_out if data.samples[i].dataset == dataset]
+                by_dataset[dataset] = localisation_metrics(explainer, tqdm(chosen, desc=f"fold{k} saliency {dataset}"))
+            localisation_path.write_text(json.dumps(by_dataset))
+        localisation.append(json.loads(localisation_path.read_text()))
+    return logits, fold_of, pooled_localisation(localisation)
+
+
+def pooled_localisation(per_fold: list[dict[str, dict]]) -> dict:
+    """Saliency localisation over every fold's held-out lesion images, from each fold's
+    {data set: localisation_metrics}: pooled, per data set and per fold."""
+    def combined(parts: list[dict]) -> dict:
+        total = sum(part["n"] for part in parts)
+        return {"n": total, **{
+            metric: round(sum(part[metric] * part["n"] for part in parts if part["n"]) / total, 4) if total else None
+            for metric in ("pointing_game", "energy_in_mask")
+        }}
+
+    datasets = sorted({dataset for fold in per_fold for dataset in fold})
+    folds = [combined(list(fold.values())) for fold in per_fold]
+    return {
+        "method": f"gradcam ({GRADCAM_LAYERS[0]}), explaining the true class, each fold's network on all of "
+        "its held-out lesion images",
+        **combined([part for fold in per_fold for part in fold.values()]),
+        "per_dataset": {dataset: combined([fold[dataset] for fold in per_fold if dataset in fold]) for dataset in datasets},
+        "per_fold": {metric: [fold[metric] for fold in folds] for metric in ("pointing_game", "energy_in_mask")},
     }
-    return logits, fold_of, pooled
 
 
 def cross_validated_metrics(data: TrainingData, logits: np.ndarray, fold_of: np.ndarray) -> dict:

@@ -185,6 +185,31 @@ def test_multiscale_gradcam_keeps_only_what_layer4_shows_more_sharply(classifier
     assert hot["multiscale"] < 0.5 * hot["layer4"]
 
 
+def test_coarse_blocks_weigh_channels_by_their_mean_gradient_and_fine_blocks_keep_each_location(classifier, grays):
+    import torch
+
+    from ml.preprocess import to_batch
+
+    explainer = Explainer.for_classifier(classifier)
+    batch = to_batch([grays[0]], classifier.spec)
+    blocks = ("layer4", "layer2")
+    kept = {}
+    hooks = [getattr(explainer.network, name).register_forward_hook(
+        lambda module, inputs, output, name=name: kept.update({name: output})) for name in blocks]
+    with torch.enable_grad():
+        logit = explainer.network(batch)[0, 2]
+        gradients = torch.autograd.grad(logit, [kept[name] for name in blocks])
+        maps = explainer._gradcam(batch, 2, blocks)
+    for hook in hooks:
+        hook.remove()
+    (layer4_gradient, layer2_gradient), activations = gradients, [kept[name].detach() for name in blocks]
+    grad_cam = torch.relu((layer4_gradient.mean(dim=(2, 3), keepdim=True) * activations[0]).sum(1, keepdim=True))
+    local = torch.relu((layer2_gradient * activations[1]).sum(1, keepdim=True))
+    assert torch.allclose(maps[0], grad_cam, atol=1e-6) and torch.allclose(maps[1], local, atol=1e-6)
+    averaged = torch.relu((layer2_gradient.mean(dim=(2, 3), keepdim=True) * activations[1]).sum(1, keepdim=True))
+    assert not torch.allclose(maps[1], averaged, atol=1e-3)  # the two weightings differ on a real image
+
+
 def test_output_stride_16_resnet18_is_the_same_network_with_a_finer_last_block():
     import torch
 

@@ -195,7 +195,7 @@ const STRINGS = {
 const OPTION_TEXT = {
   en: {
     saliency: ["Saliency method", "Where the classifier looked: Grad-CAM, or integrated gradients (finer, better at locating the lesion)"],
-    saliency_layer: ["Grad-CAM layer", "multiscale: layer4 sharpened by layers 3 and 2; layer3 is finer, layer4 coarser"],
+    saliency_layer: ["Grad-CAM layer", "multiscale: layer4 sharpened by layers 3, 2 and 1; layer3 is finer, layer4 coarser"],
     saliency_steps: ["Integrated-gradients steps", "More steps: smoother map, slower"],
     roi_min_area: ["Smallest ROI (fraction of image)", "Regions smaller than this are dropped"],
     roi_confidence: ["ROI confidence", "Smallest mean lesion probability inside a region"],
@@ -206,7 +206,7 @@ const OPTION_TEXT = {
   },
   es: {
     saliency: ["Método de relevancia", "Dónde miró el clasificador: Grad-CAM, o gradientes integrados (más fino, localiza mejor la lesión)"],
-    saliency_layer: ["Capa de Grad-CAM", "multiscale: layer4 afinada por las capas 3 y 2; layer3 es más fina, layer4 más gruesa"],
+    saliency_layer: ["Capa de Grad-CAM", "multiscale: layer4 afinada por las capas 3, 2 y 1; layer3 es más fina, layer4 más gruesa"],
     saliency_steps: ["Pasos de gradientes integrados", "Más pasos: mapa más suave, más lento"],
     roi_min_area: ["ROI mínima (fracción de la imagen)", "Se descartan las regiones más pequeñas"],
     roi_confidence: ["Confianza de ROI", "Probabilidad media mínima de lesión dentro de una región"],
