@@ -198,11 +198,12 @@ def test_coarse_blocks_weigh_channels_by_their_mean_gradient_and_fine_blocks_kee
         lambda module, inputs, output, name=name: kept.update({name: output})) for name in blocks]
     with torch.enable_grad():
         logit = explainer.network(batch)[0, 2]
-        gradients = torch.autograd.grad(logit, [kept[name] for name in blocks])
-        maps = explainer._gradcam(batch, 2, blocks)
+        layer4_gradient, layer2_gradient = torch.autograd.grad(logit, [kept[name] for name in blocks])
     for hook in hooks:
         hook.remove()
-    (layer4_gradient, layer2_gradient), activations = gradients, [kept[name].detach() for name in blocks]
+    activations = [kept[name].detach() for name in blocks]
+    with torch.enable_grad():
+        maps = explainer._gradcam(batch, 2, blocks)
     grad_cam = torch.relu((layer4_gradient.mean(dim=(2, 3), keepdim=True) * activations[0]).sum(1, keepdim=True))
     local = torch.relu((layer2_gradient * activations[1]).sum(1, keepdim=True))
     assert torch.allclose(maps[0], grad_cam, atol=1e-6) and torch.allclose(maps[1], local, atol=1e-6)
