@@ -32,11 +32,17 @@ def add_common_arguments(parser: argparse.ArgumentParser, epochs: int, size: int
     parser.add_argument("--version", default=version_now(), help="the model's version (default: now, UTC, YYYY.MM.DD.HHMM)")
 
 
+# Options added after runs were checkpointed, with their "off" value: left out of the settings
+# while off, so that those runs still resume.
+LATER_OPTIONS_OFF = {"crop": 0}
+
+
 def settings_of(args: argparse.Namespace) -> dict[str, str]:
     """What must match for a checkpoint to be resumed: not where outputs go, the version label
     or the thread count."""
     ignored = ("threads", "version", "weights_dir", "run_dir")
-    return {k: str(v) for k, v in vars(args).items() if k not in ignored}
+    return {k: str(v) for k, v in vars(args).items()
+            if k not in ignored and not (k in LATER_OPTIONS_OFF and v == LATER_OPTIONS_OFF[k])}
 
 
 def save_checkpoint(path: Path, settings: dict, epoch: int, stateful: dict[str, Any], raw: dict[str, Any]) -> None:

@@ -50,6 +50,7 @@ from ml.augment import augment
 from ml.calibration import expected_calibration_error, fit_temperature, softmax
 from ml.cards import MODALITY_MODELS, card_for_weights, provenance, verified_weights_path, write_card
 from ml.checkpoints import add_common_arguments, resume, save_checkpoint, settings_of
+from ml.crops import lesion_centred_crops
 from ml.datasets import CLASSES, Sample, grouped_folds, lesion_mask, load_gray, load_samples, read_folder
 from ml.inference import tta_logits
 from ml.metrics import balanced_threshold, bootstrap_intervals, report, screening_threshold
@@ -80,6 +81,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--evidence-weight", type=float, default=0.5,
                         help="weight of the loss that puts the true class's evidence map (Grad-CAM on layer4) "
                         "on the outlined lesion (0: off)")
+    parser.add_argument("--crop", type=int, default=0, metavar="SIDE",
+                        help="train on SIDE x SIDE lesion-centred and tissue crops of the --size images "
+                        "(ml.crops; for mammography), one per image per epoch; held-out images and the "
+                        "served model see the whole image (0: whole images throughout)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--clean-scan", action="store_true",
                         help="ultrasound: train on the scan area with calipers and burned-in text inpainted "
@@ -207,13 +212,11 @@ def train_network(
             idx = order[start : start + args.batch_size]
             if len(idx) < 2:
                 continue  # batch normalisation cannot train on a batch of one
-            images, masks = augment(
-                data.pixels[idx].float().unsqueeze(1) / 255.0,
-                data.masks[idx].float().unsqueeze(1) / 255.0,
-                generator,
-            )
+            pixels, masks, targets = data.pixels[idx], data.masks[idx], data.targets[idx]
+            if args.crop:
+                pixels, masks, targets = lesion_centred_crops(pixels, masks, targets, args.crop, generator)
+            images, masks = augment(pixels.float().unsqueeze(1) / 255.0, masks.float().unsqueeze(1) / 255.0, generator)
             outputs = model((images - spec.mean) / spec.std)
-            targets = data.targets[idx]
             loss = F.cross_entropy(outputs.logits, targets, weight=class_weights, label_smoothing=0.05)
             known = data.has_outline[idx]
             if args.localisation_weight > 0 and known.any():
@@ -425,7 +428,8 @@ def write_model(args: argparse.Namespace, network: torch.nn.Module, data: Traini
             "command": f"python -m ml.train --modality {args.modality} --architecture {args.architecture} "
             f"--folds {args.folds} --epochs {args.epochs} "
             f"--size {args.size} --batch-size {args.batch_size} --localisation-weight {args.localisation_weight} "
-            f"--evidence-weight {args.evidence_weight} --seed {args.seed}",
+            f"--evidence-weight {args.evidence_weight}{f' --crop {args.crop}' if args.crop else ''} --seed {args.seed}",
+            "lesion_centred_crops": args.crop or None,
             "localisation_head_weight": args.localisation_weight,
             "evidence_on_lesion_weight": args.evidence_weight,
             "images": len(data.samples),

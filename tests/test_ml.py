@@ -57,6 +57,16 @@ def run_module(*args: str, cwd: Path = REPO_ROOT) -> subprocess.CompletedProcess
     return subprocess.run([sys.executable, "-m", *args], cwd=cwd, capture_output=True, text=True, timeout=600)
 
 
+def mias_subset(tmp_path: Path, shared_data: Path) -> Path:
+    """A data root holding mini-MIAS's first 40 rows: enough for a two-fold training run."""
+    data_root = tmp_path / "data"
+    (data_root / "mias").mkdir(parents=True)
+    (data_root / "mias" / "images").symlink_to(shared_data / "mias" / "images")
+    with open(shared_data / "mias" / "labels.csv") as source, open(data_root / "mias" / "labels.csv", "w") as target:
+        target.writelines(source.readlines()[:41])
+    return data_root
+
+
 def busi_subset_labels(shared_data: Path, folder: Path, per_label: int) -> list[dict]:
     """Write folder/labels.csv with BUSI's first `per_label` rows of each class; returns the rows."""
     with open(shared_data / "busi" / "labels.csv") as handle:
@@ -103,11 +113,7 @@ def test_evaluate_segment_counts_rois_on_images_without_a_lesion(tmp_path, share
 
 
 def test_training_writes_a_loadable_model_and_resumes(tmp_path, shared_data):
-    data_root = tmp_path / "data"
-    (data_root / "mias").mkdir(parents=True)
-    (data_root / "mias" / "images").symlink_to(shared_data / "mias" / "images")
-    with open(shared_data / "mias" / "labels.csv") as source, open(data_root / "mias" / "labels.csv", "w") as target:
-        target.writelines(source.readlines()[:41])
+    data_root = mias_subset(tmp_path, shared_data)
     command = ["ml.train", "--modality", "mammography", "--data-root", str(data_root), "--folds", "2",
                "--epochs", "1", "--size", "32", "--batch-size", "8", "--run-dir", str(tmp_path / "run"),
                "--weights-dir", str(tmp_path / "weights"), "--evidence-weight", "0.5"]
@@ -129,6 +135,19 @@ def test_training_writes_a_loadable_model_and_resumes(tmp_path, shared_data):
     assert second.returncode == 0, second.stderr
     assert "full: resuming after epoch 1" in second.stderr
     assert "fold0 epoch" not in second.stderr  # finished folds are not trained again
+
+
+def test_training_on_lesion_centred_crops_serves_a_whole_image_model(tmp_path, shared_data):
+    data_root = mias_subset(tmp_path, shared_data)
+    result = run_module("ml.train", "--modality", "mammography", "--data-root", str(data_root), "--folds", "2",
+                        "--epochs", "1", "--size", "48", "--crop", "24", "--batch-size", "8",
+                        "--run-dir", str(tmp_path / "run"), "--weights-dir", str(tmp_path / "weights"))
+    assert result.returncode == 0, result.stderr
+    card = json.loads((tmp_path / "weights" / "branet-mg-resnet18.json").read_text())
+    assert "--crop 24" in card["training"]["command"] and card["training"]["lesion_centred_crops"] == 24
+    assert card["input"]["size"] == 48  # the served model sees the whole image at --size
+    model = Classifier.load(tmp_path / "weights", "branet-mg-resnet18")
+    assert model.probabilities([np.zeros((300, 200), dtype=np.uint8)]).shape == (1, 3)
 
 
 def test_training_data_with_clean_scans_sees_the_scan_without_its_marks(tmp_path, shared_data):
