@@ -42,12 +42,13 @@ def lesion_centred_crops(
         tissue = torch.nonzero(image > TISSUE_LEVEL)
         if len(tissue) == 0:
             tissue = torch.nonzero(torch.ones_like(image))
-        lesion = torch.nonzero(mask > 127)
-        if len(lesion) and torch.rand(1, generator=generator).item() < LESION_SHARE:
+        lesion = torch.nonzero(mask > 127).float()
+        lesion_centre = lesion.mean(dim=0) if len(lesion) else None
+        if lesion_centre is not None and torch.rand(1, generator=generator).item() < LESION_SHARE:
             shift = (torch.rand(2, generator=generator) - 0.5) * (side / 2)
-            centre = lesion.float().mean(dim=0) + shift
-        elif len(lesion):
-            away = tissue[(tissue.float() - lesion.float().mean(dim=0)).norm(dim=1) > side]
+            centre = lesion_centre + shift
+        elif lesion_centre is not None:
+            away = tissue[(tissue.float() - lesion_centre).norm(dim=1) > side]
             centre = _random_point(away if len(away) else tissue, generator)
             target = torch.tensor(NORMAL)
         else:

@@ -109,6 +109,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for key, value in defaults.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
+    if not 0 <= args.crop <= args.size:
+        parser.error(f"--crop must be between 0 (off) and --size ({args.size}), not {args.crop}")
     return args
 
 

@@ -149,6 +149,11 @@ def test_training_on_lesion_centred_crops_serves_a_whole_image_model(tmp_path, s
     model = Classifier.load(tmp_path / "weights", "branet-mg-resnet18")
     assert model.probabilities([np.zeros((300, 200), dtype=np.uint8)]).shape == (1, 3)
 
+    too_big = run_module("ml.train", "--modality", "mammography", "--data-root", str(data_root), "--size", "48",
+                         "--crop", "64", "--run-dir", str(tmp_path / "refused"), "--weights-dir", str(tmp_path / "refused"))
+    assert too_big.returncode == 2 and "--crop must be between 0 (off) and --size (48), not 64" in too_big.stderr
+    assert not (tmp_path / "refused").exists()  # refused before anything is written
+
 
 def test_training_data_with_clean_scans_sees_the_scan_without_its_marks(tmp_path, shared_data):
     from ml.datasets import read_folder
