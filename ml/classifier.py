@@ -13,7 +13,7 @@ from ml.decision import decide
 from ml.errors import ModelUnavailable
 from ml.inference import tta_logits
 from ml.preprocess import InputSpec, to_batch
-from ml.resnet import ARCHITECTURES
+from ml.resnet import build_classifier
 
 
 @dataclass(frozen=True)
@@ -23,7 +23,7 @@ class Prediction:
 
 
 class Classifier:
-    """Wraps one trained network and its card. `predict` may be called from many threads."""
+    """Wraps one trained network (or an ensemble of them, `members` in the card) and its card. `predict` may be called from many threads."""
 
     def __init__(self, card: dict, network: torch.nn.Module) -> None:
         self.card = card
@@ -42,7 +42,7 @@ class Classifier:
     def load(cls, weights_dir: Path, name: str) -> "Classifier":
         card = read_card(weights_dir, name)
         path = verified_weights_path(weights_dir, card)
-        network = ARCHITECTURES[card["architecture"]](num_classes=len(card["classes"]))
+        network = build_classifier(card["architecture"], len(card["classes"]), card.get("members", 1))
         # weights_only: the file is read as tensors alone, never as arbitrary pickled objects.
         state = torch.load(path, map_location="cpu", weights_only=True)
         network.load_state_dict({key: value.float() for key, value in state.items()})

@@ -88,7 +88,7 @@ def out_of_fold(modality: str, data_root: Path, run_dir: Path, folds: list[int],
         held_out = np.load(run_dir / f"fold{k}" / "out_of_fold.npz")["held_out"]
         if limit:
             held_out = np.sort(np.random.default_rng(seed).permutation(held_out)[:limit])
-        classifier = Classifier(card, fold_network(run_dir / f"fold{k}"))
+        classifier = Classifier(card, fold_network(run_dir / f"fold{k}", card.get("members", 1)))
         paths = [samples[i].path for i in held_out]
         labels += [samples[i].label for i in held_out]
         annotated += [clean_scan(load_gray(p)).marked_pixels > 0 for p in paths]

@@ -31,6 +31,7 @@ from scipy import ndimage
 from ml.classifier import Classifier
 from ml.datasets import Sample, lesion_mask, load_gray
 from ml.preprocess import InputSpec, letterbox_region, to_batch
+from ml.resnet import member_networks
 
 SALIENCY_METHODS = ("gradcam", "integrated_gradients")
 GRADCAM_LAYERS = ("multiscale", "layer4", "layer3")  # the first is the default
@@ -49,7 +50,7 @@ class SaliencyMap:
 
 
 class Explainer:
-    """Saliency for one classifier network. Captum's hooks work on a private copy of the network,
+    """Saliency for one classifier network (or ensemble: its members' blocks together). Captum's hooks work on a private copy of the network,
     so that they never touch a forward pass of a concurrent classification; a lock serialises
     saliency requests on that copy."""
 
@@ -91,16 +92,20 @@ class Explainer:
         """Each block's map, relu(sum over channels of activation x gradient), the gradient averaged
         over the map (Grad-CAM) except in LOCAL_GRADIENT_BLOCKS; from one backward pass: Captum's
         gradients and activations of all the blocks at once."""
-        layers = [getattr(self.network, block) for block in blocks]
+        members = member_networks(self.network)
+        layers = [getattr(member, block) for member in members for block in blocks]
         gradients = LayerGradientXActivation(self.network, layers, multiply_by_inputs=False).attribute(
             batch, target=target_index
         )
         activations = LayerActivation(self.network, layers).attribute(batch)
-        maps = []
-        for block, gradient, activation in zip(blocks, gradients, activations):
+        # An ensemble's block is its members' blocks side by side: their channels are summed
+        # together, before the relu, as one block's would be.
+        sums = [0.0] * len(blocks)
+        for i, (gradient, activation) in enumerate(zip(gradients, activations)):
+            block = blocks[i % len(blocks)]
             weight = gradient if block in LOCAL_GRADIENT_BLOCKS else gradient.mean(dim=(2, 3), keepdim=True)
-            maps.append(F.relu((weight * activation).sum(dim=1, keepdim=True)))
-        return maps
+            sums[i % len(blocks)] = sums[i % len(blocks)] + (weight * activation).sum(dim=1, keepdim=True)
+        return [F.relu(total) for total in sums]
 
 
 def _smooth(attribution: torch.Tensor, sigma: float) -> torch.Tensor:

@@ -56,7 +56,7 @@ from ml.inference import tta_logits
 from ml.metrics import balanced_threshold, bootstrap_intervals, report, screening_threshold
 from ml.multitask import ClassifierWithLocalisation, evidence_on_lesion_loss
 from ml.preprocess import InputSpec, letterbox, normalise
-from ml.resnet import ARCHITECTURES
+from ml.resnet import ARCHITECTURES, Ensemble, member_states
 from ml.saliency import GRADCAM_LAYERS, Explainer, localisation_metrics
 from ml.screen import clean_scan
 
@@ -85,6 +85,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="train on SIDE x SIDE lesion-centred and tissue crops of the --size images "
                         "(ml.crops; for mammography), one per image per epoch; held-out images and the "
                         "served model see the whole image (0: whole images throughout)")
+    parser.add_argument("--members", type=int, default=1,
+                        help="networks per fold and shipped, each from its own random start (seed + i), "
+                        "their logits averaged (an ensemble in one weights file)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--clean-scan", action="store_true",
                         help="ultrasound: train on the scan area with calipers and burned-in text inpainted "
@@ -103,7 +106,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     defaults = SCRATCH_DEFAULTS
     if args.fine_tune is not None:
         parent = parent_card(args.fine_tune)
-        args.architecture = parent["architecture"]
+        args.architecture, args.members = parent["architecture"], parent.get("members", 1)
         defaults = {"epochs": FINE_TUNE_EPOCHS, "size": parent["input"]["size"],
                     "lr": FINE_TUNE_LR_FACTOR * parent.get("training", {}).get("lr", SCRATCH_DEFAULTS["lr"])}
     for key, value in defaults.items():
@@ -111,6 +114,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             setattr(args, key, value)
     if not 0 <= args.crop <= args.size:
         parser.error(f"--crop must be between 0 (off) and --size ({args.size}), not {args.crop}")
+    if args.members < 1:
+        parser.error(f"--members must be at least 1, not {args.members}")
     return args
 
 
@@ -176,15 +181,24 @@ def predict_logits(network: torch.nn.Module, pixels: torch.Tensor, spec: InputSp
     return torch.cat(chunks).double().numpy()
 
 
+def member_dir(run_dir: Path, member: int) -> Path:
+    """Where an ensemble's member trains: the first in `run_dir` itself (so that a single network's
+    run is an ensemble's first member), the others in run_dir/member<i>."""
+    return run_dir if member == 0 else run_dir / f"member{member}"
+
+
 def train_network(
     args: argparse.Namespace, data: TrainingData, train_idx: np.ndarray, run_dir: Path,
-    held_out: np.ndarray | None = None, initial: dict[str, torch.Tensor] | None = None,
+    held_out: np.ndarray | None = None, initial: dict[str, torch.Tensor] | None = None, member: int = 0,
 ) -> torch.nn.Module:
-    """Train one network on `train_idx`, resuming from run_dir/checkpoint.pt when it matches;
-    `initial`: the classifier's starting weights (fine-tuning), else random."""
+    """Train one network on `train_idx`, resuming from its checkpoint.pt when it matches;
+    `initial`: the classifier's starting weights (fine-tuning), else random; `member`: which of
+    an ensemble (its random start is seed + member, its folder member_dir)."""
+    run_dir = member_dir(run_dir, member)
     run_dir.mkdir(parents=True, exist_ok=True)
     spec = InputSpec(size=args.size)
-    torch.manual_seed(args.seed)
+    seed = args.seed + member
+    torch.manual_seed(seed)
     model = ClassifierWithLocalisation(ARCHITECTURES[args.architecture](num_classes=len(CLASSES)))
     if initial is not None:
         model.classifier.load_state_dict({key: value.float() for key, value in initial.items()})
@@ -195,8 +209,8 @@ def train_network(
     )
     counts = torch.bincount(data.targets[train_idx], minlength=len(CLASSES)).clamp(min=1).float()
     class_weights = (counts.sum() / counts) / (counts.sum() / counts).mean()
-    generator = torch.Generator().manual_seed(args.seed)
-    settings = settings_of(args)
+    generator = torch.Generator().manual_seed(seed)
+    settings = settings_of(args) | ({"member": str(member)} if member else {})
     checkpoint_path = run_dir / "checkpoint.pt"
     stateful = {"model": model, "optimizer": optimizer, "scheduler": scheduler}
     start_epoch, raw = resume(checkpoint_path, settings, stateful)
@@ -236,7 +250,7 @@ def train_network(
             scheduler.step()
             total += loss.item() * len(idx)
             bar.set_postfix(loss=f"{loss.item():.3f}")
-        message = f"{run_dir.name} epoch {epoch + 1} loss {total / len(order):.4f}"
+        message = f"{run_dir} epoch {epoch + 1} loss {total / len(order):.4f}"
         if held_out is not None:
             probs = softmax(predict_logits(model.classifier, data.pixels[held_out], spec))
             epoch_report = report(data.labels[held_out], probs, CLASSES, threshold=0.5)
@@ -246,37 +260,52 @@ def train_network(
     return model.classifier.eval()
 
 
-def fold_network(fold_dir: Path) -> torch.nn.Module:
-    """The classifier a finished fold trained, from its last checkpoint (whose settings name the
-    architecture; runs from before the option are plain resnet18)."""
-    checkpoint = torch.load(fold_dir / "checkpoint.pt", weights_only=False)  # our own file
-    architecture = checkpoint["settings"].get("architecture", "resnet18")
-    model = ClassifierWithLocalisation(ARCHITECTURES[architecture](num_classes=len(CLASSES)))
-    model.load_state_dict(checkpoint["model"])
-    return model.classifier.eval()
+def fold_network(fold_dir: Path, members: int = 1) -> torch.nn.Module:
+    """The classifier a finished fold trained (an Ensemble of its first `members`), from their
+    last checkpoints (whose settings name the architecture; runs from before the option are
+    plain resnet18)."""
+    networks = []
+    for member in range(members):
+        checkpoint = torch.load(member_dir(fold_dir, member) / "checkpoint.pt", weights_only=False)  # our own file
+        architecture = checkpoint["settings"].get("architecture", "resnet18")
+        model = ClassifierWithLocalisation(ARCHITECTURES[architecture](num_classes=len(CLASSES)))
+        model.load_state_dict(checkpoint["model"])
+        networks.append(model.classifier.eval())
+    return as_one_network(networks)
+
+
+def as_one_network(networks: list[torch.nn.Module]) -> torch.nn.Module:
+    return networks[0] if len(networks) == 1 else Ensemble(networks).eval()
+
+
+def trained_members(args: argparse.Namespace, data: TrainingData, train_idx: np.ndarray, run_dir: Path,
+                    held_out: np.ndarray | None = None) -> torch.nn.Module:
+    """The --members networks trained on `train_idx` (each resumed or trained), as one network."""
+    return as_one_network([train_network(args, data, train_idx, run_dir, held_out=held_out, member=member)
+                           for member in range(args.members)])
 
 
 def cross_validate(args: argparse.Namespace, data: TrainingData, run_dir: Path) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Out-of-fold logits for every image, the fold each image was held out in, and each fold
-    network's saliency localisation on its held-out lesion images."""
+    """Out-of-fold logits for every image (the mean of the members'), the fold each image was
+    held out in, and each fold network's saliency localisation on its held-out lesion images."""
     spec = InputSpec(size=args.size)
     logits = np.zeros((len(data.samples), len(CLASSES)))
     fold_of = np.full(len(data.samples), -1)
     localisation = []
     for k, (train_idx, held_out) in enumerate(grouped_folds(data.samples, args.folds, args.seed)):
         fold_dir = run_dir / f"fold{k}"
-        done = fold_dir / "out_of_fold.npz"
-        network = None
-        if done.exists():
-            fold_logits = np.load(done)["logits"]
-        else:
-            network = train_network(args, data, train_idx, fold_dir, held_out=held_out)
-            fold_logits = predict_logits(network, data.pixels[held_out], spec)
-            np.savez(done, logits=fold_logits, held_out=held_out)
-        logits[held_out], fold_of[held_out] = fold_logits, k
-        localisation_path = fold_dir / "localisation.json"
+        member_logits = []
+        for member in range(args.members):
+            done = member_dir(fold_dir, member) / "out_of_fold.npz"
+            if not done.exists():
+                network = train_network(args, data, train_idx, fold_dir, held_out=held_out, member=member)
+                np.savez(done, logits=predict_logits(network, data.pixels[held_out], spec), held_out=held_out)
+            member_logits.append(np.load(done)["logits"])
+        logits[held_out], fold_of[held_out] = np.mean(member_logits, axis=0), k
+        localisation_path = fold_dir / ("localisation.json" if args.members == 1
+                                        else f"localisation_{args.members}_members.json")
         if not localisation_path.exists():
-            explainer = Explainer(network or fold_network(fold_dir), spec, CLASSES)
+            explainer = Explainer(fold_network(fold_dir, args.members), spec, CLASSES)
             by_dataset = {}
             for dataset in sorted({data.samples[i].dataset for i in held_out}):
                 chosen = [data.samples[i] for i in held_out if data.samples[i].dataset == dataset]
@@ -373,7 +402,7 @@ def main(argv: list[str] | None = None) -> None:
     (run_dir / "cross_validation.json").write_text(json.dumps(metrics, indent=2))
     log.info("cross-validation: %s", json.dumps({k: metrics["pooled"][k] for k in ("auc_malignant", "sensitivity", "specificity", "ece_malignant")}))
 
-    network = train_network(args, data, np.arange(len(samples)), run_dir / "full")
+    network = trained_members(args, data, np.arange(len(samples)), run_dir / "full")
     write_model(args, network, data, metrics)
 
 
@@ -407,9 +436,11 @@ def write_model(args: argparse.Namespace, network: torch.nn.Module, data: Traini
         "version": args.version,
         "modality": args.modality,
         "architecture": args.architecture,
+        **({"members": args.members} if args.members > 1 else {}),
         "classes": CLASSES,
         "input": InputSpec(size=args.size).to_dict(),
-        "test_time_augmentation": "mean logits of the image and its mirror image",
+        "test_time_augmentation": "mean logits of the image and its mirror image"
+        + (f", over the {args.members} members" if args.members > 1 else ""),
         "calibration": {"method": "temperature scaling on out-of-fold logits", "temperature": metrics["temperature"]},
         "threshold": {
             "malignant": metrics["threshold"],
@@ -430,8 +461,11 @@ def write_model(args: argparse.Namespace, network: torch.nn.Module, data: Traini
             "command": f"python -m ml.train --modality {args.modality} --architecture {args.architecture} "
             f"--folds {args.folds} --epochs {args.epochs} "
             f"--size {args.size} --batch-size {args.batch_size} --localisation-weight {args.localisation_weight} "
-            f"--evidence-weight {args.evidence_weight}{f' --crop {args.crop}' if args.crop else ''} --seed {args.seed}",
+            f"--evidence-weight {args.evidence_weight}{f' --crop {args.crop}' if args.crop else ''}"
+            f"{f' --members {args.members}' if args.members > 1 else ''} --seed {args.seed}",
             "lesion_centred_crops": args.crop or None,
+            "ensemble": f"{args.members} networks, seeds {args.seed} to {args.seed + args.members - 1}, mean logits"
+            if args.members > 1 else None,
             "localisation_head_weight": args.localisation_weight,
             "evidence_on_lesion_weight": args.evidence_weight,
             "images": len(data.samples),
@@ -475,8 +509,11 @@ def fine_tune(args: argparse.Namespace, run_dir: Path) -> Path:
         train_idx, held_out = np.arange(len(originals)), np.array([], dtype=int)
     repeated = np.concatenate([train_idx] + [extra_idx] * max(args.extra_repeat, 1))
     state = torch.load(args.fine_tune, map_location="cpu", weights_only=True)
-    network = train_network(args, data, repeated, run_dir / "fine-tune",
-                            held_out=held_out if len(held_out) else None, initial=state)
+    network = as_one_network([
+        train_network(args, data, repeated, run_dir / "fine-tune", held_out=held_out if len(held_out) else None,
+                      initial=member_state, member=member)
+        for member, member_state in enumerate(member_states(state, args.members))
+    ])
     validation = validate_fine_tuned(network, data, held_out, parent, args.size)
 
     args.weights_dir.mkdir(parents=True, exist_ok=True)
@@ -489,6 +526,7 @@ def fine_tune(args: argparse.Namespace, run_dir: Path) -> Path:
         "version": args.version,
         "modality": args.modality,
         "architecture": parent["architecture"],
+        **({"members": args.members} if args.members > 1 else {}),
         "classes": CLASSES,
         "input": InputSpec(size=args.size).to_dict(),
         "test_time_augmentation": parent["test_time_augmentation"],

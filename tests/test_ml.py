@@ -155,6 +155,69 @@ def test_training_on_lesion_centred_crops_serves_a_whole_image_model(tmp_path, s
     assert not (tmp_path / "refused").exists()  # refused before anything is written
 
 
+def test_an_ensemble_adds_members_to_a_finished_run_and_fine_tunes_member_by_member(tmp_path, shared_data):
+    from ml.resnet import Ensemble
+
+    data_root = mias_subset(tmp_path, shared_data)
+    command = ["ml.train", "--modality", "mammography", "--data-root", str(data_root), "--folds", "2",
+               "--epochs", "1", "--size", "32", "--batch-size", "8", "--run-dir", str(tmp_path / "run"),
+               "--weights-dir", str(tmp_path / "weights")]
+    single = run_module(*command)
+    assert single.returncode == 0, single.stderr
+    one = np.load(tmp_path / "run" / "fold0" / "out_of_fold.npz")["logits"]
+
+    ensemble = run_module(*command, "--members", "2")
+    assert ensemble.returncode == 0, ensemble.stderr
+    # member 0 is reused: its finished folds are not trained again, its finished full network resumed as it is
+    assert "fold0 epoch" not in ensemble.stderr and "full: resuming after epoch 1" in ensemble.stderr
+    assert "fold0/member1 epoch 1" in ensemble.stderr and "full/member1 epoch 1" in ensemble.stderr
+    other = np.load(tmp_path / "run" / "fold0" / "member1" / "out_of_fold.npz")["logits"]
+    assert not np.allclose(one, other)  # another random start, another network
+    assert (tmp_path / "run" / "fold0" / "localisation_2_members.json").exists()
+    card = json.loads((tmp_path / "weights" / "branet-mg-resnet18.json").read_text())
+    assert card["members"] == 2 and "--members 2" in card["training"]["command"]
+    model = Classifier.load(tmp_path / "weights", "branet-mg-resnet18")
+    assert isinstance(model.network, Ensemble) and len(model.network.members) == 2
+    assert model.probabilities([np.zeros((64, 64), dtype=np.uint8)]).shape == (1, 3)
+    assert Explainer.for_classifier(model).explain(np.full((64, 64), 90, np.uint8), "benign").full.shape == (64, 64)
+
+    fine_tune = run_module("ml.train", "--modality", "mammography", "--data-root", str(data_root),
+                           "--fine-tune", str(tmp_path / "weights" / "branet-mg-resnet18.pt"),
+                           "--extra", str(data_root / "mias"), "--folds", "2", "--epochs", "1",
+                           "--run-dir", str(tmp_path / "fine-tune"), "--weights-dir", str(tmp_path / "weights"),
+                           "--name", "mg-ft")
+    assert fine_tune.returncode == 0, fine_tune.stderr
+    assert (tmp_path / "fine-tune" / "fine-tune" / "member1" / "checkpoint.pt").exists()
+    tuned = Classifier.load(tmp_path / "weights", "mg-ft")
+    assert tuned.card["members"] == 2 and len(tuned.network.members) == 2
+
+
+def test_an_ensembles_gradcam_sums_its_members_blocks_before_the_relu(grays):
+    import torch
+
+    from ml.preprocess import InputSpec, to_batch
+    from ml.resnet import build_classifier
+
+    torch.manual_seed(0)
+    explainer = Explainer(build_classifier("resnet18", 3, members=2), InputSpec(size=64), ["benign", "malignant", "normal"])
+    batch = to_batch([grays[0]], explainer.spec)
+    members = explainer.network.members
+    kept = {}
+    hooks = [member.layer4.register_forward_hook(lambda module, inputs, output, i=i: kept.update({i: output}))
+             for i, member in enumerate(members)]
+    with torch.enable_grad():
+        logit = explainer.network(batch)[0, 1]
+        gradients = torch.autograd.grad(logit, [kept[0], kept[1]])
+    for hook in hooks:
+        hook.remove()
+    per_member = [(g.mean(dim=(2, 3), keepdim=True) * kept[i].detach()).sum(1, keepdim=True)
+                  for i, g in enumerate(gradients)]
+    with torch.enable_grad():
+        (cam,) = explainer._gradcam(batch, 1, ("layer4",))
+    assert torch.allclose(cam, torch.relu(per_member[0] + per_member[1]), atol=1e-6)
+    assert not torch.allclose(cam, torch.relu(per_member[0]) + torch.relu(per_member[1]), atol=1e-6)
+
+
 def test_training_data_with_clean_scans_sees_the_scan_without_its_marks(tmp_path, shared_data):
     from ml.datasets import read_folder
     from ml.screen import clean_scan
