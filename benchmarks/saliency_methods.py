@@ -1,7 +1,7 @@
 """Which saliency method points at the lesion? Each fold's network on its held-out lesion images.
 
     PYTHONPATH=. python benchmarks/saliency_methods.py [--run-dir RUN_DIR] [--folds 0 1 2 3 4] [--methods ...]
-        [--images N]
+        [--images N] [--members N]
 
 Needs a cross-validation run in RUN_DIR (its folds' checkpoints; default runs/ultrasound-os16, the
 shipped ultrasound model's command in weights/branet-us-resnet18.json run with that --run-dir). Prints, per fold, the
@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from ml.datasets import CLASSES, grouped_folds, lesion_mask, load_gray, load_samples
 from ml.preprocess import InputSpec, letterbox, letterbox_region
+from ml.resnet import member_networks
 from ml.saliency import GRADCAM_LAYERS, Explainer, localisation_metrics
 from ml.train import fold_network
 
@@ -32,11 +33,12 @@ METHODS = {**{f"gradcam/{layer}": ("gradcam", layer) for layer in GRADCAM_LAYERS
 def block_sides(network: torch.nn.Module) -> dict[str, int]:
     """The side of layer4's and layer3's maps at SIZE (5 and 9 for resnet18, 9 and 9 for resnet18_os16)."""
     sides = {}
-    hooks = [getattr(network, name).register_forward_hook(
+    first = member_networks(network)[0]
+    hooks = [getattr(first, name).register_forward_hook(
         lambda module, inputs, output, name=name: sides.update({name: output.shape[-1]}))
         for name in ("layer4", "layer3")]
     with torch.no_grad():
-        network(torch.zeros(1, 1, SIZE, SIZE))
+        first(torch.zeros(1, 1, SIZE, SIZE))
     for hook in hooks:
         hook.remove()
     return sides
@@ -65,6 +67,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--run-dir", type=Path, default=Path("runs/ultrasound-os16"))
     parser.add_argument("--folds", type=int, nargs="+", default=[0])
+    parser.add_argument("--members", type=int, default=1, help="each fold's first N ensemble members together")
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
     parser.add_argument("--images", type=int, help="a seeded random choice of this many held-out images per fold "
                         "(default: all of them; integrated gradients take about 0.5 s an image)")
@@ -74,7 +77,7 @@ def main() -> None:
     for fold in args.folds:
         held_out = folds[fold][1]
         chosen = [samples[i] for i in np.random.default_rng(0).permutation(held_out)[: args.images]]
-        network = fold_network(args.run_dir / f"fold{fold}")
+        network = fold_network(args.run_dir / f"fold{fold}", args.members)
         explainer = Explainer(network, InputSpec(size=SIZE), CLASSES)
         for name in args.methods:
             method, layer = METHODS[name]

@@ -2,7 +2,7 @@
 each row one image, one column per Grad-CAM layer choice, the lesion's outline in green.
 
     PYTHONPATH=. python benchmarks/saliency_overlays.py [--run-dir runs/ultrasound-os16] [--fold 3]
-        [--per-dataset 3] [--layers layer4 multiscale] [--out docs/saliency_overlays.jpg]
+        [--members 1] [--per-dataset 3] [--layers layer4 multiscale] [--out docs/saliency_overlays.jpg]
 
 The images are the fold's first held-out lesion images of each data set, in labels.csv order
 (no choosing); each map explains the image's true class, as `ml.evaluate saliency` scores it.
@@ -34,6 +34,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--run-dir", type=Path, default=Path("runs/ultrasound-os16"))
     parser.add_argument("--fold", type=int, default=3)
+    parser.add_argument("--members", type=int, default=1, help="the fold's first N ensemble members together")
     parser.add_argument("--per-dataset", type=int, default=3)
     parser.add_argument("--layers", nargs="+", choices=GRADCAM_LAYERS, default=["layer4", "multiscale"])
     parser.add_argument("--out", type=Path, default=Path("docs/saliency_overlays.jpg"))
@@ -44,7 +45,7 @@ def main() -> None:
     for dataset in sorted({s.dataset for s in held_out}):
         lesions = [s for s in held_out if s.dataset == dataset and s.label in ("benign", "malignant") and s.masks]
         chosen += lesions[: args.per_dataset]
-    explainer = Explainer(fold_network(args.run_dir / f"fold{args.fold}"), InputSpec(size=144), CLASSES)
+    explainer = Explainer(fold_network(args.run_dir / f"fold{args.fold}", args.members), InputSpec(size=144), CLASSES)
     rows = []
     for sample in chosen:
         gray = load_gray(sample.path)
