@@ -469,7 +469,7 @@ def write_model(args: argparse.Namespace, network: torch.nn.Module, data: Traini
             "localisation_head_weight": args.localisation_weight,
             "evidence_on_lesion_weight": args.evidence_weight,
             "images": len(data.samples),
-            "excluded": "BUSI images in groups with conflicting labels (label_conflict=1)",
+            "excluded": "BUSI images in groups with conflicting labels (label_conflict=1)" if "busi" in datasets else None,
         },
         "reliability": reliability(metrics),
         **provenance(weights_path, datasets),
