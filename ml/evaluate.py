@@ -32,8 +32,8 @@ from ml.cards import MODALITIES, MODALITY_MODELS, SEGMENTER_MODELS, read_card, v
 from ml.classifier import Classifier
 from ml.datasets import CLASSES, load_gray, read_folder
 from ml.metrics import report
-from ml.screen import clean_scan
 from ml.saliency import GRADCAM_LAYERS, SALIENCY_METHODS, Explainer, localisation_metrics
+from ml.screen import clean_scan
 from ml.segmenter.build import load_segmenter
 from ml.segmenter.evaluate import PROMPTS
 from ml.segmenter.evaluate import evaluate as evaluate_segmenter
