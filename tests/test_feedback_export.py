@@ -161,6 +161,7 @@ def test_fine_tuning_on_the_export_makes_a_new_version_that_models_lists(exporte
     assert card["training"]["from_scratch"] is False and card["input"]["size"] == 32
     checkpoint = torch.load(tmp_path / "run" / "fine-tune" / "checkpoint.pt", weights_only=False)  # our own file
     assert card["architecture"] == parent["architecture"] == checkpoint["settings"]["architecture"]
+    assert card.get("members", 1) == parent.get("members", 1)  # an ensemble is fine-tuned member by member
     assert sha256_of(WEIGHTS / "branet-us-resnet18.pt") == parent["sha256"]  # the parent is untouched
 
     # Listed, not served, until the configuration names it.

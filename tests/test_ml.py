@@ -276,8 +276,9 @@ def test_coarse_blocks_weigh_channels_by_their_mean_gradient_and_fine_blocks_kee
     import torch
 
     from ml.preprocess import to_batch
+    from ml.resnet import member_networks
 
-    explainer = Explainer.for_classifier(classifier)
+    explainer = Explainer(member_networks(classifier.network)[0], classifier.spec, classifier.classes)
     batch = to_batch([grays[0]], classifier.spec)
     blocks = ("layer4", "layer2")
     kept = {}
