@@ -23,7 +23,8 @@ class Prediction:
 
 
 class Classifier:
-    """Wraps one trained network (or an ensemble of them, `members` in the card) and its card. `predict` may be called from many threads."""
+    """Wraps one trained network (or an ensemble of them, `members` in the card) and its card.
+    `predict` may be called from many threads."""
 
     def __init__(self, card: dict, network: torch.nn.Module) -> None:
         self.card = card

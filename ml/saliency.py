@@ -50,9 +50,9 @@ class SaliencyMap:
 
 
 class Explainer:
-    """Saliency for one classifier network (or ensemble: its members' blocks together). Captum's hooks work on a private copy of the network,
-    so that they never touch a forward pass of a concurrent classification; a lock serialises
-    saliency requests on that copy."""
+    """Saliency for one classifier network (an ensemble's blocks are its members' together).
+    Captum's hooks work on a private copy of the network, so that they never touch a forward pass
+    of a concurrent classification; a lock serialises saliency requests on that copy."""
 
     def __init__(self, network: torch.nn.Module, spec: InputSpec, classes: Sequence[str]) -> None:
         self.network = copy.deepcopy(network).eval()

@@ -10,6 +10,9 @@
 3. The shipped network: the same recipe on all images; its card carries the cross-validated
    metrics with group-bootstrap 95% intervals, the temperature and the threshold.
 
+With --members N, each step trains N networks from different random starts (seed + i) on the
+same folds, and the ensemble's mean logits stand for one network's throughout.
+
 The lesion outlines supervise two more things during training (ml.multitask): a lesion-localisation
 head (dropped afterwards), and the evidence-on-lesion loss, which asks the true class's evidence
 map on the last block (what Grad-CAM shows) to lie on the lesion. On fold 0 it raised the held-out
@@ -275,13 +278,13 @@ def fold_network(fold_dir: Path, members: int = 1) -> torch.nn.Module:
 
 
 def as_one_network(networks: list[torch.nn.Module]) -> torch.nn.Module:
+    """A single network as it is, several as their Ensemble."""
     return networks[0] if len(networks) == 1 else Ensemble(networks).eval()
 
 
-def trained_members(args: argparse.Namespace, data: TrainingData, train_idx: np.ndarray, run_dir: Path,
-                    held_out: np.ndarray | None = None) -> torch.nn.Module:
+def trained_members(args: argparse.Namespace, data: TrainingData, train_idx: np.ndarray, run_dir: Path) -> torch.nn.Module:
     """The --members networks trained on `train_idx` (each resumed or trained), as one network."""
-    return as_one_network([train_network(args, data, train_idx, run_dir, held_out=held_out, member=member)
+    return as_one_network([train_network(args, data, train_idx, run_dir, member=member)
                            for member in range(args.members)])
 
 
