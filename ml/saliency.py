@@ -102,9 +102,9 @@ class Explainer:
         # together, before the relu, as one block's would be.
         sums = [0.0] * len(blocks)
         for i, (gradient, activation) in enumerate(zip(gradients, activations)):
-            block = blocks[i % len(blocks)]
-            weight = gradient if block in LOCAL_GRADIENT_BLOCKS else gradient.mean(dim=(2, 3), keepdim=True)
-            sums[i % len(blocks)] = sums[i % len(blocks)] + (weight * activation).sum(dim=1, keepdim=True)
+            j = i % len(blocks)  # `layers` runs member by member, each through all the blocks
+            weight = gradient if blocks[j] in LOCAL_GRADIENT_BLOCKS else gradient.mean(dim=(2, 3), keepdim=True)
+            sums[j] = sums[j] + (weight * activation).sum(dim=1, keepdim=True)
         return [F.relu(total) for total in sums]
 
 
