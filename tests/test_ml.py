@@ -191,6 +191,11 @@ def test_an_ensemble_adds_members_to_a_finished_run_and_fine_tunes_member_by_mem
     tuned = Classifier.load(tmp_path / "weights", "mg-ft")
     assert tuned.card["members"] == 2 and len(tuned.network.members) == 2
 
+    refused = run_module(*command[:-4], "--run-dir", str(tmp_path / "refused"), "--weights-dir", str(tmp_path / "refused"),
+                         "--members", "0")
+    assert refused.returncode == 2 and "--members must be at least 1, not 0" in refused.stderr
+    assert not (tmp_path / "refused").exists()  # refused before anything is written
+
 
 def test_an_ensembles_gradcam_sums_its_members_blocks_before_the_relu(grays):
     import torch
