@@ -116,3 +116,15 @@ def test_training_geometry_moves_the_image_and_its_lesions_together():
         assert inside.sum() > 0.6 * (lesions > 0).sum()  # zoom and shift keep most of both lesions
         assert (warped[inside] > 100).mean() > 0.95 and (warped[~inside] > 100).mean() < 0.02
         assert sorted(np.unique(moved)) == list(range(moved.max() + 1))  # labels stay consecutive
+
+
+def test_automatic_mode_answers_a_mirrored_image_with_the_mirrored_map():
+    segmenter = Segmenter(build_branet_sam_small(img_size=128))
+    mirrored = np.ascontiguousarray(GRAY[:, ::-1])
+    assert not np.allclose(segmenter.probability(mirrored)[:, ::-1], segmenter.probability(GRAY), atol=1e-3)
+    automatic = segmenter.automatic_probability(GRAY)
+    assert np.allclose(segmenter.automatic_probability(mirrored)[:, ::-1], automatic, atol=1e-5)
+    assert segmenter.cached_images() == 2  # the image and its mirror image, each embedded once
+    rois = rois_from_probability(automatic, RoiSettings(min_area_fraction=0.0, confidence_threshold=0.0))
+    assert [roi.box for roi in segmenter.find_rois(GRAY, RoiSettings(min_area_fraction=0.0, confidence_threshold=0.0))] \
+        == [roi.box for roi in rois]
