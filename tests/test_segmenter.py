@@ -93,9 +93,9 @@ def test_overlap_measures():
 def test_embeddings_are_cached_by_content_and_bounded():
     segmenter = Segmenter(build_branet_sam_small(img_size=128), cache_size=2)
     first = segmenter.probability(GRAY, box=np.array([10, 10, 60, 50]))
-    assert segmenter.cached_images() == 1
+    assert segmenter.cached_images() == 2  # the image and its mirror image
     again = segmenter.probability(GRAY, box=np.array([10, 10, 60, 50]))  # from the cache
-    assert np.allclose(first, again) and segmenter.cached_images() == 1
+    assert np.allclose(first, again) and segmenter.cached_images() == 2
     for seed in (1, 2):
         segmenter.probability(np.random.default_rng(seed).integers(0, 256, (50, 50), dtype=np.uint8))
     assert segmenter.cached_images() == 2
@@ -118,13 +118,20 @@ def test_training_geometry_moves_the_image_and_its_lesions_together():
         assert sorted(np.unique(moved)) == list(range(moved.max() + 1))  # labels stay consecutive
 
 
-def test_automatic_mode_answers_a_mirrored_image_with_the_mirrored_map():
+@pytest.mark.parametrize("prompt", [{}, {"box": np.array([20, 10, 80, 70])},
+                                    {"points": np.array([[40.0, 40.0], [5.0, 5.0]]), "labels": np.array([1, 0])}])
+def test_a_mirrored_image_and_prompt_get_the_mirrored_answer(prompt):
     segmenter = Segmenter(build_branet_sam_small(img_size=128))
+    last_column = GRAY.shape[1] - 1
     mirrored = np.ascontiguousarray(GRAY[:, ::-1])
-    assert not np.allclose(segmenter.probability(mirrored)[:, ::-1], segmenter.probability(GRAY), atol=1e-3)
-    automatic = segmenter.automatic_probability(GRAY)
-    assert np.allclose(segmenter.automatic_probability(mirrored)[:, ::-1], automatic, atol=1e-5)
-    assert segmenter.cached_images() == 2  # the image and its mirror image, each embedded once
-    rois = rois_from_probability(automatic, RoiSettings(min_area_fraction=0.0, confidence_threshold=0.0))
-    assert [roi.box for roi in segmenter.find_rois(GRAY, RoiSettings(min_area_fraction=0.0, confidence_threshold=0.0))] \
-        == [roi.box for roi in rois]
+    box, points = prompt.get("box"), prompt.get("points")
+    mirrored_prompt = {
+        "box": None if box is None else np.array([last_column - box[2], box[1], last_column - box[0], box[3]]),
+        "points": None if points is None else np.column_stack([last_column - points[:, 0], points[:, 1]]),
+        "labels": prompt.get("labels"),
+    }
+    one_answer = segmenter._answer(GRAY, box, points, prompt.get("labels"))
+    assert not np.allclose(segmenter._answer(mirrored, **mirrored_prompt)[:, ::-1], one_answer, atol=1e-3)
+    probability = segmenter.probability(GRAY, box=box, points=points, labels=prompt.get("labels"))
+    assert np.allclose(segmenter.probability(mirrored, **mirrored_prompt)[:, ::-1], probability, atol=1e-5)
+    assert segmenter.cached_images() == 2  # the image and its mirror image, each encoded once

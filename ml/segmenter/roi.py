@@ -71,23 +71,30 @@ class Segmenter:
 
     def probability(self, gray: np.ndarray, box: np.ndarray | None = None,
                     points: np.ndarray | None = None, labels: np.ndarray | None = None) -> np.ndarray:
-        """(H, W) lesion probability; no prompt asks for every lesion in the image."""
+        """(H, W) lesion probability; no prompt asks for every lesion in the image.
+
+        The mean of the model's answers for the image and for its mirror image (the prompt mirrored
+        with it, the answer mapped back): the model learnt under random mirroring, yet its two
+        answers differ where it is unsure, and their mean is steadier (fold-0 validation, README
+        "Lesion segmenter"). Costs one more image encoding, cached like the first."""
+        last_column = gray.shape[1] - 1
+        mirrored_box = None if box is None else np.array([last_column - box[2], box[1], last_column - box[0], box[3]])
+        mirrored_points = None if points is None else np.column_stack([last_column - points[:, 0], points[:, 1]])
+        direct = self._answer(gray, box, points, labels)
+        mirrored = self._answer(np.ascontiguousarray(gray[:, ::-1]), mirrored_box, mirrored_points, labels)
+        return (direct + mirrored[:, ::-1]) / 2
+
+    def _answer(self, gray: np.ndarray, box: np.ndarray | None, points: np.ndarray | None,
+                labels: np.ndarray | None) -> np.ndarray:
         predictor = self._predictor(gray)
         with torch.inference_mode():
             logits, _, _ = predictor.predict(point_coords=points, point_labels=labels, box=box,
                                              multimask_output=False, return_logits=True)
         return 1 / (1 + np.exp(-logits[0]))
 
-    def automatic_probability(self, gray: np.ndarray) -> np.ndarray:
-        """(H, W) lesion probability without a prompt: the mean of the image's and of its mirror
-        image's (mapped back). The model learnt under random mirroring, yet its two answers differ
-        where it is unsure; their mean is steadier (fold-0 validation, README "Lesion segmenter")."""
-        mirrored = self.probability(np.ascontiguousarray(gray[:, ::-1]))[:, ::-1]
-        return (self.probability(gray) + mirrored) / 2
-
     def find_rois(self, gray: np.ndarray, settings: RoiSettings = RoiSettings()) -> list[Roi]:
         """Lesions found without any prompt, most confident first."""
-        return rois_from_probability(self.automatic_probability(gray), settings)
+        return rois_from_probability(self.probability(gray), settings)
 
     def prompted_roi(self, gray: np.ndarray, box: np.ndarray | None, points: np.ndarray | None,
                      labels: np.ndarray | None) -> Roi | None:
