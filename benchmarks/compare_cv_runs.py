@@ -17,14 +17,13 @@ import json
 from pathlib import Path
 
 import numpy as np
-from sklearn.metrics import roc_auc_score
 
 from ml.calibration import softmax
 from ml.datasets import CLASSES, load_samples
+from ml.metrics import paired_auc_difference
 from ml.train import member_dir
 
 MALIGNANT = CLASSES.index("malignant")
-RESAMPLES = 1000
 
 
 def out_of_fold_p_malignant(run_dir: Path, n: int, folds: int, members: int) -> np.ndarray:
@@ -36,31 +35,6 @@ def out_of_fold_p_malignant(run_dir: Path, n: int, folds: int, members: int) -> 
     if np.isnan(p).any():
         raise SystemExit(f"{run_dir}: {int(np.isnan(p).sum())} images have no out-of-fold prediction yet")
     return p
-
-
-def aucs(labels: np.ndarray, p: np.ndarray) -> dict[str, float]:
-    malignant = labels == "malignant"
-    lesion = labels != "normal"
-    return {"malignant_vs_benign": roc_auc_score(malignant[lesion], p[lesion]),
-            "malignant_vs_rest": roc_auc_score(malignant, p)}
-
-
-def compare(labels: np.ndarray, groups: np.ndarray, p_a: np.ndarray, p_b: np.ndarray, seed: int = 0) -> dict:
-    a, b = aucs(labels, p_a), aucs(labels, p_b)
-    unique = np.unique(groups)
-    members = {g: np.flatnonzero(groups == g) for g in unique}
-    rng = np.random.default_rng(seed)
-    differences = {name: [] for name in a}
-    for _ in range(RESAMPLES):
-        idx = np.concatenate([members[g] for g in rng.choice(unique, len(unique))])
-        if len(set(labels[idx])) < 2 or "malignant" not in set(labels[idx]):
-            continue
-        resampled_a, resampled_b = aucs(labels[idx], p_a[idx]), aucs(labels[idx], p_b[idx])
-        for name, values in differences.items():
-            values.append(resampled_b[name] - resampled_a[name])
-    return {name: {"a": round(a[name], 4), "b": round(b[name], 4), "b_minus_a": round(b[name] - a[name], 4),
-                   "ci95": [round(float(q), 4) for q in np.percentile(differences[name], [2.5, 97.5])]}
-            for name in a}
 
 
 def main() -> None:
@@ -81,10 +55,10 @@ def main() -> None:
     p_b = out_of_fold_p_malignant(args.run_b, len(samples), args.folds, args.members_b)
     result = {"a": f"{args.run_a} ({args.members_a} members)", "b": f"{args.run_b} ({args.members_b} members)",
               "n": len(samples),
-              "pooled": compare(labels, groups, p_a, p_b)}
+              "pooled": paired_auc_difference(labels, groups, p_a, p_b)}
     for name in sorted(set(datasets)):
         chosen = datasets == name
-        result[name] = compare(labels[chosen], groups[chosen], p_a[chosen], p_b[chosen])
+        result[name] = paired_auc_difference(labels[chosen], groups[chosen], p_a[chosen], p_b[chosen])
     print(json.dumps(result, indent=2))
 
 

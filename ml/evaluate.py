@@ -16,7 +16,9 @@ evaluated data.
 text, as an analysis with `screen_crop` does. `out-of-fold` is the honest comparison: each
 cross-validation fold's network (runs/<modality>/fold<k>) on the images it never saw, with
 screen cropping off, on, or both, over all of them and over the images where calipers or text
-were found ("annotated") and the rest.
+were found ("annotated") and the rest; with `--as-screenshot`, each image arrives as a synthetic
+scanner screenshot (ml.screenshots: the lesion measured with calipers, the scan inside a screen of
+menus, rulers and text), what screen cropping is for.
 """
 from __future__ import annotations
 
@@ -30,10 +32,11 @@ from tqdm import tqdm
 
 from ml.cards import MODALITIES, MODALITY_MODELS, SEGMENTER_MODELS, read_card, verified_weights_path
 from ml.classifier import Classifier
-from ml.datasets import CLASSES, load_gray, read_folder
-from ml.metrics import report
+from ml.datasets import CLASSES, Sample, lesion_mask, load_gray, read_folder
+from ml.metrics import paired_auc_difference, report
 from ml.saliency import GRADCAM_LAYERS, SALIENCY_METHODS, Explainer, localisation_metrics
 from ml.screen import clean_scan
+from ml.screenshots import measured_scan, scanner_screenshot
 from ml.segmenter.build import load_segmenter
 from ml.segmenter.evaluate import PROMPTS
 from ml.segmenter.evaluate import evaluate as evaluate_segmenter
@@ -46,18 +49,24 @@ DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
 SCREEN_MODES = ("off", "on", "marks")  # marks: calipers and text inpainted, no crop (an ablation)
 
 
-def _seen(path: Path, screen_crop: bool | str) -> np.ndarray:
-    """An image as the classifier sees it in an analysis with or without `screen_crop`."""
+def _seen(gray: np.ndarray, screen_crop: bool | str) -> np.ndarray:
+    """An uploaded image as the classifier sees it in an analysis with or without `screen_crop`."""
     mode = {True: "on", False: "off"}.get(screen_crop, screen_crop)
-    gray = load_gray(path)
     return gray if mode == "off" else clean_scan(gray, crop=mode == "on").gray
 
 
-def _probabilities(classifier: Classifier, paths: list[Path], screen_crop: bool | str, desc: str) -> np.ndarray:
+def _probabilities(classifier: Classifier, grays: list[np.ndarray], screen_crop: bool | str, desc: str) -> np.ndarray:
     probs = []
-    for start in tqdm(range(0, len(paths), BATCH), desc=desc, file=sys.stderr):
-        probs.append(classifier.probabilities([_seen(p, screen_crop) for p in paths[start : start + BATCH]]))
+    for start in tqdm(range(0, len(grays), BATCH), desc=desc, file=sys.stderr):
+        probs.append(classifier.probabilities([_seen(g, screen_crop) for g in grays[start : start + BATCH]]))
     return np.concatenate(probs)
+
+
+def _as_screenshot(sample: Sample) -> np.ndarray:
+    """The sample's image as a sonographer's screenshot: lesion measured with calipers, the scan
+    inside a screen of menus, rulers and text (ml.screenshots)."""
+    gray = load_gray(sample.path)
+    return scanner_screenshot(measured_scan(gray, lesion_mask(sample, gray.shape) > 127))
 
 
 def classify(modality: str, folder: Path, weights_dir: Path, screen_crop: bool = False) -> dict:
@@ -65,16 +74,19 @@ def classify(modality: str, folder: Path, weights_dir: Path, screen_crop: bool =
     samples = [s for s in read_folder(folder) if s.label in classifier.classes]
     if not samples:
         raise SystemExit(f"{folder}/labels.csv lists no image labelled one of {classifier.classes}")
-    probs = _probabilities(classifier, [s.path for s in samples], screen_crop, "classify")
+    probs = _probabilities(classifier, [load_gray(s.path) for s in samples], screen_crop, "classify")
     result = report([s.label for s in samples], probs, classifier.classes, classifier.threshold)
     return {"model": {"name": classifier.name, "version": classifier.version}, "screen_crop": screen_crop, **result}
 
 
 def out_of_fold(modality: str, data_root: Path, run_dir: Path, folds: list[int], settings: list[str],
-                weights_dir: Path, limit: int | None = None, seed: int = 0) -> dict:
+                weights_dir: Path, limit: int | None = None, seed: int = 0, as_screenshot: bool = False) -> dict:
     """Each fold's network on its own held-out images (calibrated and thresholded as in
     cross-validation), per screen-crop setting: over all images, the annotated ones (calipers or
-    text found) and the clean ones. `limit`: a random subset of that many held-out images per fold."""
+    text found) and the clean ones. `limit`: a random subset of that many held-out images per fold.
+    `as_screenshot`: each image arrives as a synthetic scanner screenshot instead (_as_screenshot).
+    Each setting other than "off" also gets `paired_vs_off`: its AUCs minus those of the same
+    images uncleaned, with 95% intervals from a paired bootstrap over patient groups."""
     from ml.datasets import load_samples
     from ml.train import fold_network  # training code: imported only for this command
 
@@ -83,20 +95,23 @@ def out_of_fold(modality: str, data_root: Path, run_dir: Path, folds: list[int],
     card = {**card, "calibration": {**card["calibration"], "temperature": cv["temperature"]},
             "threshold": {**card["threshold"], "malignant": cv["threshold"], "balanced": cv["balanced_threshold"]}}
     samples = load_samples(data_root, modality)
-    labels, annotated, probs = [], [], {setting: [] for setting in settings}
+    labels, groups, annotated, probs = [], [], [], {setting: [] for setting in settings}
     for k in folds:
         held_out = np.load(run_dir / f"fold{k}" / "out_of_fold.npz")["held_out"]
         if limit:
             held_out = np.sort(np.random.default_rng(seed).permutation(held_out)[:limit])
         classifier = Classifier(card, fold_network(run_dir / f"fold{k}", card.get("members", 1)))
-        paths = [samples[i].path for i in held_out]
+        arrive = _as_screenshot if as_screenshot else lambda sample: load_gray(sample.path)
+        grays = [arrive(samples[i]) for i in held_out]
         labels += [samples[i].label for i in held_out]
-        annotated += [clean_scan(load_gray(p)).marked_pixels > 0 for p in paths]
+        groups += [samples[i].group for i in held_out]
+        annotated += [clean_scan(gray).marked_pixels > 0 for gray in grays]
         for setting in settings:
-            probs[setting].append(_probabilities(classifier, paths, setting, f"fold{k} screen_crop={setting}"))
-    labels_array, annotated_array = np.array(labels), np.array(annotated)
+            probs[setting].append(_probabilities(classifier, grays, setting, f"fold{k} screen_crop={setting}"))
+    labels_array, groups_array, annotated_array = np.array(labels), np.array(groups), np.array(annotated)
+    p_malignant = {setting: np.concatenate(probs[setting])[:, CLASSES.index("malignant")] for setting in settings}
     result = {"folds": folds, "n": len(labels), "n_annotated": int(annotated_array.sum()),
-              "limit_per_fold": limit, "threshold": cv["threshold"]}
+              "limit_per_fold": limit, "as_screenshot": as_screenshot, "threshold": cv["threshold"]}
     for setting in settings:
         p = np.concatenate(probs[setting])
         result[f"screen_crop_{setting}"] = {
@@ -104,6 +119,12 @@ def out_of_fold(modality: str, data_root: Path, run_dir: Path, folds: list[int],
             "annotated": report(labels_array[annotated_array], p[annotated_array], CLASSES, cv["threshold"]),
             "clean": report(labels_array[~annotated_array], p[~annotated_array], CLASSES, cv["threshold"]),
         }
+        if setting != "off" and "off" in settings:  # the same images without cleaning: a paired comparison
+            result[f"screen_crop_{setting}"]["paired_vs_off"] = {
+                part: paired_auc_difference(labels_array[chosen], groups_array[chosen],
+                                            p_malignant["off"][chosen], p_malignant[setting][chosen])
+                for part, chosen in (("all", slice(None)), ("annotated", annotated_array))
+            }
     return result
 
 
@@ -140,6 +161,8 @@ def main(argv: list[str] | None = None) -> None:
     oof_parser.add_argument("--screen-crop", choices=(*SCREEN_MODES, "both", "all"), default="both",
                             help="both: off and on; marks: inpaint calipers and text without cropping; all: the three")
     oof_parser.add_argument("--limit", type=int, help="a random subset of this many held-out images per fold")
+    oof_parser.add_argument("--as-screenshot", action="store_true",
+                            help="each image arrives as a synthetic scanner screenshot, its lesion measured with calipers")
     oof_parser.add_argument("--weights-dir", type=Path, default=DEFAULT_WEIGHTS)
     oof_parser.add_argument("data_root", type=Path)
     segment_parser = commands.add_parser("segment", help="segmentation and detection metrics on a folder")
@@ -159,7 +182,7 @@ def main(argv: list[str] | None = None) -> None:
     elif args.command == "out-of-fold":
         settings = {"both": ["off", "on"], "all": list(SCREEN_MODES)}.get(args.screen_crop, [args.screen_crop])
         result = out_of_fold(args.modality, args.data_root, args.run_dir or Path("runs") / args.modality,
-                             args.folds, settings, args.weights_dir, args.limit)
+                             args.folds, settings, args.weights_dir, args.limit, as_screenshot=args.as_screenshot)
     elif args.command == "segment":
         result = segment(args.modality, args.prompt, args.folder, args.weights_dir)
     else:

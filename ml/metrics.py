@@ -92,3 +92,33 @@ def bootstrap_intervals(
         name: [round(float(np.nanpercentile(values, 2.5)), 4), round(float(np.nanpercentile(values, 97.5)), 4)]
         for name, values in draws.items()
     }
+
+
+def _malignancy_aucs(labels: np.ndarray, p_malignant: np.ndarray) -> dict[str, float]:
+    malignant, lesion = labels == MALIGNANT, labels != NORMAL
+    return {"malignant_vs_benign": roc_auc_score(malignant[lesion], p_malignant[lesion]),
+            "malignant_vs_rest": roc_auc_score(malignant, p_malignant)}
+
+
+def paired_auc_difference(labels: Sequence[str], groups: Sequence[str], p_a: np.ndarray, p_b: np.ndarray,
+                          resamples: int = 1000, seed: int = 0) -> dict:
+    """Two predictions of P(malignant) for the same images (two models, or one model on two
+    versions of each image): each one's AUC, malignant vs benign and vs the rest, and the
+    difference B - A with a 95% interval from a paired bootstrap over whole groups."""
+    labels, groups = np.asarray(labels), np.asarray(groups)
+    a, b = _malignancy_aucs(labels, p_a), _malignancy_aucs(labels, p_b)
+    unique = np.unique(groups)
+    members = {g: np.flatnonzero(groups == g) for g in unique}
+    rng = np.random.default_rng(seed)
+    differences: dict[str, list[float]] = {name: [] for name in a}
+    for _ in range(resamples):
+        idx = np.concatenate([members[g] for g in rng.choice(unique, len(unique))])
+        drawn = set(labels[idx])
+        if MALIGNANT not in drawn or len(drawn - {NORMAL}) < 2:
+            continue
+        resampled_a, resampled_b = _malignancy_aucs(labels[idx], p_a[idx]), _malignancy_aucs(labels[idx], p_b[idx])
+        for name, values in differences.items():
+            values.append(resampled_b[name] - resampled_a[name])
+    return {name: {"a": round(a[name], 4), "b": round(b[name], 4), "b_minus_a": round(b[name] - a[name], 4),
+                   "ci95": [round(float(q), 4) for q in np.percentile(values, [2.5, 97.5])] if values else None}
+            for name, values in differences.items()}

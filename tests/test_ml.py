@@ -135,6 +135,17 @@ def test_training_writes_a_loadable_model_and_resumes(tmp_path, shared_data):
     assert second.returncode == 0, second.stderr
     assert "full: resuming after epoch 1" in second.stderr
     assert "fold0 epoch" not in second.stderr  # finished folds are not trained again
+    screenshots = run_module("ml.evaluate", "out-of-fold", "--modality", "mammography", "--run-dir", str(tmp_path / "run"),
+                             "--weights-dir", str(tmp_path / "weights"), "--folds", "0", "1", "--as-screenshot",
+                             str(data_root))
+    assert screenshots.returncode == 0, screenshots.stderr
+    measured = json.loads(screenshots.stdout)
+    assert measured["as_screenshot"] is True and measured["n"] == 40
+    paired = measured["screen_crop_on"]["paired_vs_off"]["all"]["malignant_vs_rest"]
+    assert paired["a"] == measured["screen_crop_off"]["all"]["auc_malignant"]
+    assert paired["b"] == measured["screen_crop_on"]["all"]["auc_malignant"]
+    assert paired["b_minus_a"] == pytest.approx(paired["b"] - paired["a"], abs=1e-4)
+    assert paired["ci95"][0] <= paired["b_minus_a"] <= paired["ci95"][1]
 
 
 def test_training_on_lesion_centred_crops_serves_a_whole_image_model(tmp_path, shared_data):

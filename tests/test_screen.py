@@ -9,55 +9,16 @@ from PIL import Image, ImageDraw, ImageFont
 from conftest import SHARED_DATA, png_bytes, upload
 from ml.datasets import load_gray
 from ml.screen import Box, clean_scan, find_marks, find_scan_area, inpaint
+from ml.screenshots import PASTE_AT, draw_calipers, measured_scan, scanner_screenshot
 
 SCAN = SHARED_DATA / "busbra" / "images" / "bus_0002-l.png"
-PASTE_AT = (212, 96)  # x, y of the scan's top-left corner in the screenshot
-
-
-def screenshot(scan: np.ndarray, at: tuple[int, int] = PASTE_AT, size: tuple[int, int] = (640, 860)) -> np.ndarray:
-    """A scanner screen: black, a grey menu panel full of text on the left, a title bar with a
-    logo, a grey-scale bar and a depth ruler beside the scan, text under it, and the scan itself."""
-    height, width = size
-    screen = Image.new("L", (width, height), 0)
-    draw = ImageDraw.Draw(screen)
-    font = ImageFont.load_default()
-    draw.rectangle((0, 0, width - 1, 40), fill=50)  # title bar
-    draw.text((12, 12), "ACME SONO 9000   GEN  B-MODE  12L-RS  MI 1.1  TIs 0.4", fill=255, font=font)
-    draw.ellipse((width - 60, 5, width - 30, 35), fill=200)  # logo
-    draw.text((width - 52, 14), "AC", fill=0, font=font)
-    draw.rectangle((0, 41, 170, height - 1), fill=35)  # menu panel
-    for row, line in enumerate(["Gain 54", "Depth 4.0 cm", "Freq 12 MHz", "Focus 1", "DR 66", "Map C",
-                                "Persist 3", "Frame rate 31", "Patient: ANON", "Breast L 2 o'clock"] * 3):
-        draw.text((10, 55 + row * 18), line, fill=230, font=font)
-    x, y = at
-    scan_h, scan_w = scan.shape
-    for row in range(256):  # grey-scale bar right of the scan
-        draw.line((x + scan_w + 40, y + row, x + scan_w + 52, y + row), fill=row)
-    for tick in range(0, scan_h, 10):  # depth ruler, 6 px from the scan's right edge
-        length = 10 if tick % 50 == 0 else 5
-        draw.line((x + scan_w + 6, y + tick, x + scan_w + 6 + length, y + tick), fill=255)
-    draw.text((x, y + scan_h + 12), "L BREAST  RADIAL  2:00  3 CM FN", fill=255, font=font)
-    draw.text((x, y - 20), "DEPTH 4.0cm   27 Hz", fill=220, font=font)
-    pixels = np.array(screen)
-    pixels[y : y + scan_h, x : x + scan_w] = scan
-    return pixels
-
-
-def draw_calipers(gray: np.ndarray, points: list[tuple[int, int]], arm: int = 5, value: int = 255) -> np.ndarray:
-    marked = gray.copy()
-    for x, y in points:
-        marked[y - arm : y + arm + 1, x] = value
-        marked[y, x - arm : x + arm + 1] = value
-    return marked
-
-
 @pytest.fixture(scope="module")
 def scan() -> np.ndarray:
     return load_gray(SCAN)
 
 
 def test_a_synthetic_screenshot_crops_back_to_the_scan_area(scan):
-    found = find_scan_area(screenshot(scan))
+    found = find_scan_area(scanner_screenshot(scan))
     x, y = PASTE_AT
     expected = Box(x, y, x + scan.shape[1] - 1, y + scan.shape[0] - 1)
     for side in ("x0", "y0", "x1", "y1"):
@@ -66,7 +27,7 @@ def test_a_synthetic_screenshot_crops_back_to_the_scan_area(scan):
 
 @pytest.mark.parametrize("at", [(180, 60), (400, 250)])
 def test_the_crop_follows_the_scan_wherever_it_sits(scan, at):
-    found = find_scan_area(screenshot(scan, at))
+    found = find_scan_area(scanner_screenshot(scan, at))
     assert abs(found.x0 - at[0]) <= 3 and abs(found.y0 - at[1]) <= 3
     assert abs(found.x1 - (at[0] + scan.shape[1] - 1)) <= 3 and abs(found.y1 - (at[1] + scan.shape[0] - 1)) <= 3
 
@@ -101,6 +62,28 @@ def test_drawn_calipers_are_found_and_inpainted(scan):
     assert (cleaned[drawn] == 255).mean() < 0.05
 
 
+def test_a_measured_scan_has_calipers_at_the_lesions_widest_row_and_its_text():
+    scan = np.full((120, 160), 70, dtype=np.uint8)
+    lesion = np.zeros(scan.shape, dtype=bool)
+    lesion[40:70, 50:80] = True
+    lesion[55, 45:95] = True  # the widest row
+    measured = measured_scan(scan, lesion)
+    assert measured[55, 45] == measured[55, 94] == measured[50, 45] == 255  # a "+" on each end
+    assert (measured[100:, :80] > 200).sum() > 20  # "D1 ..." in the lower left corner
+    changed = measured != scan
+    assert changed[30:80, 35:105].sum() + changed[100:, :80].sum() == changed.sum()  # nothing elsewhere
+    assert (measured_scan(scan, np.zeros_like(lesion)) == scan).all()
+
+
+def test_a_screenshot_is_sized_to_hold_its_scan():
+    tall = np.full((520, 600), 90, dtype=np.uint8)
+    shot = scanner_screenshot(tall)
+    x, y = PASTE_AT
+    assert shot.shape == (y + 520 + 40, x + 600 + 70)
+    assert (shot[y : y + 520, x : x + 600] == 90).all()
+    assert scanner_screenshot(np.full((200, 300), 90, dtype=np.uint8)).shape == (640, 860)
+
+
 def test_burned_in_text_is_found(scan):
     picture = Image.fromarray(scan)
     ImageDraw.Draw(picture).text((60, 330), "MAMA ESQ 12.3MM", fill=255, font=ImageFont.load_default())
@@ -117,7 +100,7 @@ def test_the_scan_itself_is_hardly_touched(scan):
 
 def test_clean_scan_crops_and_inpaints_a_screenshot(scan):
     marked = draw_calipers(scan, [(100, 150), (200, 150)])
-    result = clean_scan(screenshot(marked))
+    result = clean_scan(scanner_screenshot(marked))
     assert result.gray.shape == (result.area.height, result.area.width)
     assert abs(result.gray.shape[0] - scan.shape[0]) <= 6 and abs(result.gray.shape[1] - scan.shape[1]) <= 6
     assert result.marked_pixels > 0
@@ -126,7 +109,7 @@ def test_clean_scan_crops_and_inpaints_a_screenshot(scan):
 
 
 def test_an_analysis_reports_the_scan_area_and_keeps_positions_in_image_pixels(client, scan):
-    shot = screenshot(draw_calipers(scan, [(100, 150), (200, 150)]))
+    shot = scanner_screenshot(draw_calipers(scan, [(100, 150), (200, 150)]))
     body = upload(client, png_bytes(shot), extract_roi="true", screen_crop="true").get_json()
     area = body["scan_area"]
     assert abs(area["x0"] - PASTE_AT[0]) <= 3 and abs(area["y0"] - PASTE_AT[1]) <= 3
@@ -144,7 +127,7 @@ def test_an_analysis_reports_the_scan_area_and_keeps_positions_in_image_pixels(c
 
 def test_screen_crop_is_off_by_default_and_ignored_for_mammography(client, scan, mias_png):
     for fields in ({}, {"screen_crop": "false"}):
-        body = upload(client, png_bytes(screenshot(scan)), saliency="none", **fields).get_json()
+        body = upload(client, png_bytes(scanner_screenshot(scan)), saliency="none", **fields).get_json()
         assert body["scan_area"] is None and body["marks_removed"] is None and "scan" not in body["images"]
         assert body["options"]["screen_crop"] is False
     body = upload(client, mias_png, modality="mammography", screen_crop="true", saliency="none").get_json()
