@@ -109,11 +109,12 @@ def out_of_fold(modality: str, data_root: Path, run_dir: Path, folds: list[int],
         for setting in settings:
             probs[setting].append(_probabilities(classifier, grays, setting, f"fold{k} screen_crop={setting}"))
     labels_array, groups_array, annotated_array = np.array(labels), np.array(groups), np.array(annotated)
-    p_malignant = {setting: np.concatenate(probs[setting])[:, CLASSES.index("malignant")] for setting in settings}
+    probabilities = {setting: np.concatenate(parts) for setting, parts in probs.items()}
+    malignant = CLASSES.index("malignant")
     result = {"folds": folds, "n": len(labels), "n_annotated": int(annotated_array.sum()),
               "limit_per_fold": limit, "as_screenshot": as_screenshot, "threshold": cv["threshold"]}
     for setting in settings:
-        p = np.concatenate(probs[setting])
+        p = probabilities[setting]
         result[f"screen_crop_{setting}"] = {
             "all": report(labels_array, p, CLASSES, cv["threshold"]),
             "annotated": report(labels_array[annotated_array], p[annotated_array], CLASSES, cv["threshold"]),
@@ -122,7 +123,7 @@ def out_of_fold(modality: str, data_root: Path, run_dir: Path, folds: list[int],
         if setting != "off" and "off" in settings:  # the same images without cleaning: a paired comparison
             result[f"screen_crop_{setting}"]["paired_vs_off"] = {
                 part: paired_auc_difference(labels_array[chosen], groups_array[chosen],
-                                            p_malignant["off"][chosen], p_malignant[setting][chosen])
+                                            probabilities["off"][chosen, malignant], p[chosen, malignant])
                 for part, chosen in (("all", slice(None)), ("annotated", annotated_array))
             }
     return result
