@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -55,10 +56,14 @@ def _seen(gray: np.ndarray, screen_crop: bool | str) -> np.ndarray:
     return gray if mode == "off" else clean_scan(gray, crop=mode == "on").gray
 
 
-def _probabilities(classifier: Classifier, grays: list[np.ndarray], screen_crop: bool | str, desc: str) -> np.ndarray:
+def _probabilities(classifier: Classifier, images: Sequence[Path] | Sequence[np.ndarray], screen_crop: bool | str,
+                   desc: str) -> np.ndarray:
+    """`images`: paths, read one batch at a time (a large folder never sits in memory whole), or
+    images already decoded."""
     probs = []
-    for start in tqdm(range(0, len(grays), BATCH), desc=desc, file=sys.stderr):
-        probs.append(classifier.probabilities([_seen(g, screen_crop) for g in grays[start : start + BATCH]]))
+    for start in tqdm(range(0, len(images), BATCH), desc=desc, file=sys.stderr):
+        batch = [load_gray(image) if isinstance(image, Path) else image for image in images[start : start + BATCH]]
+        probs.append(classifier.probabilities([_seen(gray, screen_crop) for gray in batch]))
     return np.concatenate(probs)
 
 
@@ -74,7 +79,7 @@ def classify(modality: str, folder: Path, weights_dir: Path, screen_crop: bool =
     samples = [s for s in read_folder(folder) if s.label in classifier.classes]
     if not samples:
         raise SystemExit(f"{folder}/labels.csv lists no image labelled one of {classifier.classes}")
-    probs = _probabilities(classifier, [load_gray(s.path) for s in samples], screen_crop, "classify")
+    probs = _probabilities(classifier, [s.path for s in samples], screen_crop, "classify")
     result = report([s.label for s in samples], probs, classifier.classes, classifier.threshold)
     return {"model": {"name": classifier.name, "version": classifier.version}, "screen_crop": screen_crop, **result}
 
@@ -95,13 +100,13 @@ def out_of_fold(modality: str, data_root: Path, run_dir: Path, folds: list[int],
     card = {**card, "calibration": {**card["calibration"], "temperature": cv["temperature"]},
             "threshold": {**card["threshold"], "malignant": cv["threshold"], "balanced": cv["balanced_threshold"]}}
     samples = load_samples(data_root, modality)
+    arrive = _as_screenshot if as_screenshot else lambda sample: load_gray(sample.path)
     labels, groups, annotated, probs = [], [], [], {setting: [] for setting in settings}
     for k in folds:
         held_out = np.load(run_dir / f"fold{k}" / "out_of_fold.npz")["held_out"]
         if limit:
             held_out = np.sort(np.random.default_rng(seed).permutation(held_out)[:limit])
         classifier = Classifier(card, fold_network(run_dir / f"fold{k}", card.get("members", 1)))
-        arrive = _as_screenshot if as_screenshot else lambda sample: load_gray(sample.path)
         grays = [arrive(samples[i]) for i in held_out]
         labels += [samples[i].label for i in held_out]
         groups += [samples[i].group for i in held_out]
