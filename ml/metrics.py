@@ -8,6 +8,7 @@ from sklearn.metrics import confusion_matrix, roc_auc_score, roc_curve
 
 from ml.decision import MALIGNANT, NORMAL, decide
 
+SCREENING_SENSITIVITY = 0.95  # the shipped malignancy threshold's goal, on held-out predictions
 
 
 def _auc(positive: np.ndarray, score: np.ndarray) -> float | None:

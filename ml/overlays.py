@@ -32,10 +32,3 @@ def contours(gray: np.ndarray, masks: list[np.ndarray], labels: list[str]) -> np
         edge = mask & ~ndimage.binary_erosion(mask, iterations=thickness)
         image[edge] = ROI_COLOURS.get(label, (255, 255, 0))
     return image
-
-
-def crop_box(box: tuple[int, int, int, int], shape: tuple[int, int], margin: float = 0.15) -> tuple[int, int, int, int]:
-    """The ROI's box grown by `margin` of its size on each side (context for the classifier)."""
-    x0, y0, x1, y1 = box
-    dx, dy = round((x1 - x0 + 1) * margin), round((y1 - y0 + 1) * margin)
-    return max(0, x0 - dx), max(0, y0 - dy), min(shape[1] - 1, x1 + dx), min(shape[0] - 1, y1 + dy)

@@ -246,10 +246,10 @@ class Analyzer:
         if options.extract_roi:
             with stage("roi"):
                 found = models.segmenter.find_rois(seen, options.roi)
-                crops = [self._crop(seen, roi) for roi in found]
+                crops = [classifier.roi_crop(seen, roi.box) for roi in found]
                 if cleaned is not None:
                     found = [_in_image(roi, cleaned.area, gray.shape) for roi in found]
-                roi_predictions = classifier.predict(crops, options.operating_point) if crops else []
+                roi_predictions = classifier.predict_rois(crops, options.operating_point)
             if any(p.label == MALIGNANT for p in roi_predictions):
                 label = MALIGNANT  # the image is malignant when any of its lesions is
 
@@ -323,13 +323,8 @@ class Analyzer:
             roi = models.segmenter.prompted_roi(gray, box, points, labels)
             if roi is None:
                 return None
-            crop = self._crop(gray, roi)
+            crop = models.classifier.roi_crop(gray, roi.box)
             seen = clean_scan(crop, crop=False).gray if screen_crop and modality == "ultrasound" else crop
-            (prediction,) = models.classifier.predict([seen], operating_point)
+            (prediction,) = models.classifier.predict_rois([seen], operating_point)
         finding = RoiFinding(0, roi.box, roi.area, roi.confidence, prediction.label, prediction.probabilities, None)
         return finding, {".png": overlays.png(crop), "_mask.png": overlays.png((roi.mask * 255).astype(np.uint8))}
-
-    @staticmethod
-    def _crop(gray: np.ndarray, roi: Roi) -> np.ndarray:
-        x0, y0, x1, y1 = overlays.crop_box(roi.box, gray.shape)
-        return gray[y0 : y1 + 1, x0 : x1 + 1]

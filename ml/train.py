@@ -56,14 +56,14 @@ from ml.checkpoints import add_common_arguments, resume, save_checkpoint, settin
 from ml.crops import lesion_centred_crops
 from ml.datasets import CLASSES, Sample, grouped_folds, lesion_mask, load_gray, load_samples, read_folder
 from ml.inference import tta_logits
-from ml.metrics import balanced_threshold, bootstrap_intervals, report, screening_threshold
+from ml.metrics import SCREENING_SENSITIVITY, balanced_threshold, bootstrap_intervals, report, screening_threshold
 from ml.multitask import ClassifierWithLocalisation, evidence_on_lesion_loss
 from ml.preprocess import InputSpec, letterbox, normalise
 from ml.resnet import ARCHITECTURES, Ensemble, member_states
+from ml.roi_classification import fit_roi_classification, lesion_crop_logits
 from ml.saliency import GRADCAM_LAYERS, Explainer, localisation_metrics
 from ml.screen import clean_scan
 
-SCREENING_SENSITIVITY = 0.95
 SCRATCH_DEFAULTS = {"epochs": 20, "size": 160, "lr": 2e-3}
 FINE_TUNE_EPOCHS = 3
 FINE_TUNE_LR_FACTOR = 0.1  # of the parent's learning rate
@@ -518,6 +518,7 @@ def fine_tune(args: argparse.Namespace, run_dir: Path) -> Path:
         for member, member_state in enumerate(member_states(state, args.members))
     ])
     validation = validate_fine_tuned(network, data, held_out, parent, args.size)
+    roi_classification = refit_roi_classification(network, [data.samples[i] for i in held_out], parent, args.size)
 
     args.weights_dir.mkdir(parents=True, exist_ok=True)
     weights_path = args.weights_dir / f"{name}.pt"
@@ -536,6 +537,7 @@ def fine_tune(args: argparse.Namespace, run_dir: Path) -> Path:
         "calibration": validation["calibration"],
         "threshold": validation["threshold"],
         "metrics": validation["metrics"],
+        **({"roi_classification": roi_classification} if roi_classification else {}),
         "parent": {"name": parent["name"], "version": parent["version"], "sha256": parent["sha256"]},
         "fine_tuning": {
             "feedback": {"folders": [str(e) for e in args.extra], "images": int(is_extra.sum()),
@@ -557,6 +559,21 @@ def fine_tune(args: argparse.Namespace, run_dir: Path) -> Path:
     path = write_card(args.weights_dir, card)
     log.info("wrote %s and %s (fine-tuned from %s %s)", weights_path, path, parent["name"], parent["version"])
     return path
+
+
+def refit_roi_classification(network: torch.nn.Module, held_out: list[Sample], parent: dict, size: int) -> dict | None:
+    """The fine-tuned network's ROI calibration (ml.roi_classification), refitted on the lesions of
+    its held-out original images at the parent's context margin; the parent's when they cannot set
+    it (no malignant or no benign lesion among them); None when the parent has none."""
+    parent_roi = parent.get("roi_classification")
+    if parent_roi is None:
+        return None
+    crops = lesion_crop_logits(network, InputSpec(size=size), held_out, (parent_roi["context_margin"],))
+    malignant = crops.labels == "malignant"
+    if malignant.all() or not malignant.any():
+        return {**parent_roi, "calibration": {**parent_roi["calibration"],
+                                              "method": "the parent's (not refitted: too few held-out lesions)"}}
+    return fit_roi_classification(crops, "the held-out split of the original images")
 
 
 def validate_fine_tuned(network: torch.nn.Module, data: TrainingData, held_out: np.ndarray, parent: dict,

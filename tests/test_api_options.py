@@ -9,6 +9,8 @@ import pytest
 from PIL import Image
 
 from api.config import from_environment
+from ml.classifier import Classifier
+from ml.roi_classification import context_box
 from conftest import png_bytes, record_count, upload
 
 WEIGHTS = from_environment()["WEIGHTS_DIR"]
@@ -68,10 +70,19 @@ def test_roi_extraction_returns_rois_with_masks_and_labels(client, shared_data):
     assert body["extract_roi"] is True and body["segmenter"]["name"] == "branet-us-sam-small"
     assert len(body["rois"]) >= 1
     original = fetch_image(client, body["images"]["original"])
+    classifier = Classifier.load(WEIGHTS, "branet-us-resnet18")
     for roi in body["rois"]:
         box = roi["box"]
         assert 0 <= box["x0"] <= box["x1"] < original.width and 0 <= box["y0"] <= box["y1"] < original.height
         assert sum(roi["probabilities"].values()) == pytest.approx(1.0)
+        # the crop is the ROI with the context its calibration was fitted at, and labelled with that calibration
+        crop = np.asarray(fetch_image(client, roi["images"][f"roi{roi['index']}"]))
+        x0, y0, x1, y1 = context_box(tuple(box[k] for k in ("x0", "y0", "x1", "y1")),
+                                     (original.height, original.width), classifier.roi_margin)
+        assert crop.shape == (y1 - y0 + 1, x1 - x0 + 1)
+        (expected,) = classifier.predict_rois([crop])
+        assert roi["label"] == expected.label
+        assert roi["probabilities"]["malignant"] == pytest.approx(expected.probabilities["malignant"], abs=1e-4)
         mask = np.asarray(fetch_image(client, roi["images"][f"roi{roi['index']}_mask"]))
         assert mask.shape == (original.height, original.width) and (mask > 0).sum() == roi["area"]
         assert roi["saliency"]["method"] == "gradcam"
