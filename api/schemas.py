@@ -182,6 +182,9 @@ class RoiSchema(StrictSchema):
     confidence = fields.Float(required=True)
     label = fields.String(required=True, validate=validate.OneOf(CLASSES))
     probabilities = fields.Dict(keys=fields.String(), values=fields.Float(), required=True)
+    threshold = fields.Float(metadata={"description": "the ROI is malignant when its probability of malignancy reaches "
+                                       "this: the threshold of ROI crops at the analysis' operating point, fitted "
+                                       "apart from the whole image's (README, ROI classification)"})
     saliency = fields.Nested(SaliencySchema, allow_none=True)
     prompt = fields.Dict(metadata={"description": "the clinician's prompt, for corrections"})
     images = fields.Dict(keys=fields.String(), values=fields.String(), required=True)

@@ -92,6 +92,7 @@ def roi_record(roi: RoiFinding, source: str, prompt: dict | None = None,
         "confidence": roi.confidence,
         "label": roi.label,
         "probabilities": roi.probabilities,
+        "threshold": roi.threshold,
         "saliency": _saliency(roi.saliency),
     }
     if prompt is not None:

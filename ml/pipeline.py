@@ -71,6 +71,7 @@ class RoiFinding:
     confidence: float
     label: str
     probabilities: dict[str, float]
+    threshold: float  # the ROI crops' malignancy threshold at the analysis' operating point
     saliency: SaliencyFinding | None
 
 
@@ -270,6 +271,7 @@ class Analyzer:
 
         if options.extract_roi:
             rois = []
+            roi_threshold = classifier.roi_calibration.thresholds[options.operating_point]
             for index, (roi, crop, roi_prediction) in enumerate(zip(found, crops, roi_predictions)):
                 roi_saliency = None
                 if options.saliency:
@@ -280,7 +282,7 @@ class Analyzer:
                 images[f"roi{index}.png"] = overlays.png(crop)
                 images[f"roi{index}_mask.png"] = overlays.png((roi.mask * 255).astype(np.uint8))
                 rois.append(RoiFinding(index, roi.box, roi.area, roi.confidence, roi_prediction.label,
-                                       roi_prediction.probabilities, roi_saliency))
+                                       roi_prediction.probabilities, roi_threshold, roi_saliency))
             if rois:
                 images["contours.png"] = overlays.png(
                     overlays.contours(gray, [roi.mask for roi in found], [r.label for r in rois]))
@@ -326,5 +328,6 @@ class Analyzer:
             crop = models.classifier.roi_crop(gray, roi.box)
             seen = clean_scan(crop, crop=False).gray if screen_crop and modality == "ultrasound" else crop
             (prediction,) = models.classifier.predict_rois([seen], operating_point)
-        finding = RoiFinding(0, roi.box, roi.area, roi.confidence, prediction.label, prediction.probabilities, None)
+        finding = RoiFinding(0, roi.box, roi.area, roi.confidence, prediction.label, prediction.probabilities,
+                             models.classifier.roi_calibration.thresholds[operating_point], None)
         return finding, {".png": overlays.png(crop), "_mask.png": overlays.png((roi.mask * 255).astype(np.uint8))}

@@ -82,6 +82,9 @@ def test_roi_extraction_returns_rois_with_masks_and_labels(client, shared_data):
         assert crop.shape == (y1 - y0 + 1, x1 - x0 + 1)
         (expected,) = classifier.predict_rois([crop])
         assert roi["label"] == expected.label
+        assert roi["threshold"] == pytest.approx(classifier.roi_calibration.thresholds["screening"])
+        assert roi["threshold"] != pytest.approx(body["threshold"])  # not the whole image's
+        assert (roi["probabilities"]["malignant"] >= roi["threshold"]) == (roi["label"] == "malignant")
         assert roi["probabilities"]["malignant"] == pytest.approx(expected.probabilities["malignant"], abs=1e-4)
         mask = np.asarray(fetch_image(client, roi["images"][f"roi{roi['index']}_mask"]))
         assert mask.shape == (original.height, original.width) and (mask > 0).sum() == roi["area"]

@@ -244,7 +244,7 @@ def test_dicom_is_refused_where_no_modality_is_given(busbra):
 
 def test_record_has_spacing_and_roi_areas_in_square_millimetres():
     gray = np.zeros((20, 30), dtype=np.uint8)
-    roi = RoiFinding(0, (1, 2, 5, 6), 25, 0.9, "benign", {"normal": 0.1, "benign": 0.8, "malignant": 0.1}, None)
+    roi = RoiFinding(0, (1, 2, 5, 6), 25, 0.9, "benign", {"normal": 0.1, "benign": 0.8, "malignant": 0.1}, 0.09, None)
     analysis = Analysis(
         modality="ultrasound", label="benign", probabilities=roi.probabilities, threshold=0.2,
         operating_point="screening", model_name="m", model_version="1",

@@ -253,6 +253,8 @@ def test_clinician_analyses_corrects_and_sends_feedback(open_page, service, busb
     for chip, roi in zip(chips, rois):
         assert label_names[roi["label"]] in chip
     assert page.locator("#roi-list li").count() == len(rois)
+    for item, roi in zip(page.locator("#roi-list li").all_text_contents(), rois):  # ROIs' own threshold
+        assert f"malignant at p ≥ {roi['threshold']:.3f}".rstrip("0").rstrip(".") + ", the threshold of ROIs" in item
     shot(page, "desktop-result")
 
     # Correct ROI 1: a positive click at its centre and a box around it, dragged with the mouse.

@@ -284,6 +284,7 @@ async function renderRois() {
   $("roi-empty").textContent = rois === null || rois === undefined ? t("noRois") : rois.length ? "" : t("noRoisFound");
   for (const roi of rois || []) {
     let text = t("roiItem", { n: roi.index + 1, label: t(roi.label), p: formatNumber(roi.probabilities.malignant ?? 0, 3), area: roi.area });
+    if (roi.threshold !== null && roi.threshold !== undefined) text += t("roiThreshold", { threshold: formatNumber(roi.threshold, 3) });
     if (roi.area_mm2 !== null && roi.area_mm2 !== undefined) text += t("roiAreaMm", { mm: formatNumber(roi.area_mm2, 1) });
     if (roi.source === "correction") text += ` (${t("roiCorrection")})`;
     list.append(make("li", { class: `roi-${roi.label}` }, text));
