@@ -128,12 +128,11 @@ def fit_roi_classification(crops: LesionCrops, source: str) -> dict:
     `source` says which held-out images the crops came from."""
     is_malignant = crops.labels == "malignant"
     targets = np.array([CLASSES.index(label) for label in crops.labels])
-    by_margin = {}
-    for margin, logits in crops.logits.items():
-        probs = softmax(logits, fit_temperature(logits, targets))
-        by_margin[margin] = report(crops.labels, probs, CLASSES, 0.5)["auc_malignant_vs_benign"]
+    temperatures = {margin: fit_temperature(logits, targets) for margin, logits in crops.logits.items()}
+    by_margin = {margin: report(crops.labels, softmax(logits, temperatures[margin]), CLASSES, 0.5)["auc_malignant_vs_benign"]
+                 for margin, logits in crops.logits.items()}
     margin = max(by_margin, key=lambda m: (by_margin[m], -m))  # a tie goes to the tighter crop
-    temperature = fit_temperature(crops.logits[margin], targets)
+    temperature = temperatures[margin]
     probs = softmax(crops.logits[margin], temperature)
     threshold = screening_threshold(is_malignant, probs[:, MALIGNANT], SCREENING_SENSITIVITY)
     balanced = balanced_threshold(is_malignant, probs[:, MALIGNANT])
@@ -167,8 +166,9 @@ def out_of_fold_crops(run_dir: Path, samples: list[Sample], spec: InputSpec, mem
     for k in folds:
         fold_dir = run_dir / f"fold{k}"
         cache = fold_dir / f"lesion_crops_{members}.npz"
-        if cache.exists() and sorted(LesionCrops.load(cache).logits) == sorted(margins):
-            parts.append(LesionCrops.load(cache))
+        cached = LesionCrops.load(cache) if cache.exists() else None
+        if cached is not None and sorted(cached.logits) == sorted(margins):
+            parts.append(cached)
             continue
         held_out = np.load(fold_dir / "out_of_fold.npz")["held_out"]
         crops = lesion_crop_logits(fold_network(fold_dir, members), spec, [samples[i] for i in held_out], margins,
