@@ -315,19 +315,27 @@ class Analyzer:
         """A clinician's box and/or clicks -> the ROI they point at, classified, with its crop and
         mask PNGs (named by suffix: ".png", "_mask.png"); None when the prompt finds no lesion.
         The image embedding is reused from the analysis while it is in the segmenter's cache.
-        `screen_crop` (the analysis' option): the crop is classified with its calipers and text
-        inpainted, as the analysis' own ROIs were."""
+        `screen_crop` (the analysis' option): as in the analysis, the ROI is found and classified
+        in the scan area with its calipers and text inpainted; its box and mask come back in the
+        image's own pixels."""
         models = self.models[modality]
         if models.segmenter is None:
             raise FeatureUnavailable(f"no ROI segmenter is installed for {modality}")
         gray = decode(image_png).gray
+        cleaned = clean_scan(gray) if screen_crop and modality == "ultrasound" else None
+        seen = gray
+        if cleaned is not None:  # the prompt in the scan area's pixels
+            seen, offset = cleaned.gray, np.array([cleaned.area.x0, cleaned.area.y0], dtype=np.float32)
+            box = None if box is None else box - np.tile(offset, 2)
+            points = None if points is None else points - offset
         with model_failures("ROI correction"):
-            roi = models.segmenter.prompted_roi(gray, box, points, labels)
+            roi = models.segmenter.prompted_roi(seen, box, points, labels)
             if roi is None:
                 return None
-            crop = models.classifier.roi_crop(gray, roi.box)
-            seen = clean_scan(crop, crop=False).gray if screen_crop and modality == "ultrasound" else crop
-            (prediction,) = models.classifier.predict_rois([seen], operating_point)
+            crop = models.classifier.roi_crop(seen, roi.box)
+            (prediction,) = models.classifier.predict_rois([crop], operating_point)
+        if cleaned is not None:
+            roi = _in_image(roi, cleaned.area, gray.shape)
         finding = RoiFinding(0, roi.box, roi.area, roi.confidence, prediction.label, prediction.probabilities,
                              models.classifier.roi_calibration.thresholds[operating_point], None)
         return finding, {".png": overlays.png(crop), "_mask.png": overlays.png((roi.mask * 255).astype(np.uint8))}

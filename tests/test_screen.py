@@ -2,6 +2,8 @@
 and an analysis reports the crop with every position in the whole image's pixels."""
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFont
@@ -154,3 +156,35 @@ def test_a_correction_classifies_its_roi_as_the_analysis_did_with_or_without_mar
         assert response.status_code == 201
         corrected[screen_crop] = response.get_json()["probabilities"]["malignant"]
     assert corrected["true"] != pytest.approx(corrected["false"], abs=1e-4)
+
+
+def test_a_correction_on_a_screenshot_works_in_the_scan_area_as_its_analysis_did(scan):
+    """With screen_crop, a correction is segmented and classified in the cleaned scan area (the
+    analysis' image embedding is reused) and comes back in the screenshot's own pixels."""
+    from api.config import from_environment
+    from ml.pipeline import AnalysisOptions, Analyzer
+    from ml.roi_classification import context_box
+
+    analyzer = Analyzer.from_weights(from_environment()["WEIGHTS_DIR"])
+    shot = scanner_screenshot(draw_calipers(scan, [(100, 150), (200, 150)]))
+    png = png_bytes(shot)
+    analysis = analyzer.analyse(png, "ultrasound", AnalysisOptions(extract_roi=True, saliency=None, screen_crop=True))
+    segmenter = analyzer.models["ultrasound"].segmenter
+    cached = segmenter.cached_images()
+    x0, y0, x1, y1 = 133, 141, 221, 191  # the lesion's outline box in bus_0002-l.png
+    box = np.array([x0 + PASTE_AT[0], y0 + PASTE_AT[1], x1 + PASTE_AT[0], y1 + PASTE_AT[1]], dtype=np.float32)
+    finding, images = analyzer.correct_roi(png, "ultrasound", box, None, None, screen_crop=True)
+    assert segmenter.cached_images() == cached  # the analysis' embedding, not the screenshot's
+    area = analysis.scan_area
+    rx0, ry0, rx1, ry1 = finding.box
+    assert area.x0 <= rx0 <= rx1 <= area.x1 and area.y0 <= ry0 <= ry1 <= area.y1
+    overlap = max(0, min(rx1, box[2]) - max(rx0, box[0])) * max(0, min(ry1, box[3]) - max(ry0, box[1]))
+    assert overlap >= 0.5 * (box[2] - box[0]) * (box[3] - box[1])  # the lesion, in the screenshot's pixels
+    mask = np.asarray(Image.open(io.BytesIO(images["_mask.png"])))
+    assert mask.shape == shot.shape and (mask > 0).sum() == finding.area
+    # the crop the ROI was classified on lies in the scan area: no menus, rulers or text beside it
+    classifier = analyzer.models["ultrasound"].classifier
+    cx0, cy0, cx1, cy1 = context_box((rx0 - area.x0, ry0 - area.y0, rx1 - area.x0, ry1 - area.y0),
+                                     (area.height, area.width), classifier.roi_margin)
+    crop = np.asarray(Image.open(io.BytesIO(images[".png"])))
+    assert crop.shape == (cy1 - cy0 + 1, cx1 - cx0 + 1)
