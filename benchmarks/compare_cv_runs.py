@@ -8,7 +8,8 @@ folds). Prints, per data set and pooled, each run's AUC (malignant vs benign, an
 rest) and the difference B - A with a 95% interval from a paired bootstrap over patient groups.
 AUC needs no calibration, so the folds' raw logits are compared; with --members-a/-b N, the mean
 of the first N ensemble members' logits (`ml.train --members`), so that a run can be compared with
-its own first member.
+its own first member. With --finished-folds, a run still training is compared on the folds both
+runs have finished (their held-out images only).
 """
 from __future__ import annotations
 
@@ -26,15 +27,18 @@ from ml.train import member_dir
 MALIGNANT = CLASSES.index("malignant")
 
 
-def out_of_fold_p_malignant(run_dir: Path, n: int, folds: int, members: int) -> np.ndarray:
+def out_of_fold_p_malignant(run_dir: Path, n: int, folds: list[int], members: int) -> np.ndarray:
     p = np.full(n, np.nan)
-    for k in range(folds):
+    for k in folds:
         saved = [np.load(member_dir(run_dir / f"fold{k}", member) / "out_of_fold.npz") for member in range(members)]
         logits = np.mean([member["logits"] for member in saved], axis=0)
         p[saved[0]["held_out"]] = softmax(logits)[:, MALIGNANT]
-    if np.isnan(p).any():
-        raise SystemExit(f"{run_dir}: {int(np.isnan(p).sum())} images have no out-of-fold prediction yet")
     return p
+
+
+def finished_folds(run_dir: Path, folds: int, members: int) -> list[int]:
+    return [k for k in range(folds)
+            if all((member_dir(run_dir / f"fold{k}", member) / "out_of_fold.npz").exists() for member in range(members))]
 
 
 def main() -> None:
@@ -46,18 +50,27 @@ def main() -> None:
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--members-a", type=int, default=1, help="ensemble members of run A averaged")
     parser.add_argument("--members-b", type=int, default=1, help="ensemble members of run B averaged")
+    parser.add_argument("--finished-folds", action="store_true",
+                        help="compare on the folds both runs have finished, not all --folds")
     args = parser.parse_args()
+    folds = sorted(set(finished_folds(args.run_a, args.folds, args.members_a))
+                   & set(finished_folds(args.run_b, args.folds, args.members_b)))
+    if not args.finished_folds and len(folds) < args.folds:
+        raise SystemExit(f"only folds {folds} of {args.folds} are finished in both runs (--finished-folds compares on those)")
+    if not folds:
+        raise SystemExit("no fold is finished in both runs")
     samples = load_samples(args.data_root, args.modality)
     labels = np.array([s.label for s in samples])
     groups = np.array([f"{s.dataset}/{s.group}" for s in samples])
     datasets = np.array([s.dataset for s in samples])
-    p_a = out_of_fold_p_malignant(args.run_a, len(samples), args.folds, args.members_a)
-    p_b = out_of_fold_p_malignant(args.run_b, len(samples), args.folds, args.members_b)
+    p_a = out_of_fold_p_malignant(args.run_a, len(samples), folds, args.members_a)
+    p_b = out_of_fold_p_malignant(args.run_b, len(samples), folds, args.members_b)
+    held_out = ~np.isnan(p_a)
     result = {"a": f"{args.run_a} ({args.members_a} members)", "b": f"{args.run_b} ({args.members_b} members)",
-              "n": len(samples),
-              "pooled": paired_auc_difference(labels, groups, p_a, p_b)}
+              "folds": folds, "n": int(held_out.sum()),
+              "pooled": paired_auc_difference(labels[held_out], groups[held_out], p_a[held_out], p_b[held_out])}
     for name in sorted(set(datasets)):
-        chosen = datasets == name
+        chosen = held_out & (datasets == name)
         result[name] = paired_auc_difference(labels[chosen], groups[chosen], p_a[chosen], p_b[chosen])
     print(json.dumps(result, indent=2))
 

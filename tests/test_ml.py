@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -206,6 +207,22 @@ def test_an_ensemble_adds_members_to_a_finished_run_and_fine_tunes_member_by_mem
                          "--members", "0")
     assert refused.returncode == 2 and "--members must be at least 1, not 0" in refused.stderr
     assert not (tmp_path / "refused").exists()  # refused before anything is written
+
+    # benchmarks/compare_cv_runs.py: the run against its own first member, then with a fold unfinished
+    compare = [sys.executable, "benchmarks/compare_cv_runs.py", str(tmp_path / "run"), str(tmp_path / "run"),
+               "--members-b", "2", "--modality", "mammography", "--folds", "2", "--data-root", str(data_root)]
+    run_compare = lambda *extra: subprocess.run([*compare, *extra], cwd=REPO_ROOT, capture_output=True, text=True, check=False,
+                                                env={**os.environ, "PYTHONPATH": "."}, timeout=300)
+    whole = run_compare()
+    assert whole.returncode == 0, whole.stderr
+    assert json.loads(whole.stdout)["folds"] == [0, 1] and json.loads(whole.stdout)["n"] == 40
+    (tmp_path / "run" / "fold1" / "member1" / "out_of_fold.npz").unlink()
+    unfinished = run_compare()
+    assert unfinished.returncode == 1 and "only folds [0] of 2 are finished in both runs" in unfinished.stderr
+    partial = run_compare("--finished-folds")
+    assert partial.returncode == 0, partial.stderr
+    held_out = len(np.load(tmp_path / "run" / "fold0" / "out_of_fold.npz")["held_out"])
+    assert json.loads(partial.stdout)["folds"] == [0] and json.loads(partial.stdout)["n"] == held_out < 40
 
 
 def test_an_ensembles_gradcam_sums_its_members_blocks_before_the_relu(grays):
