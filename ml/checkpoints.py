@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import os
 from pathlib import Path
 from typing import Any
 
@@ -46,9 +47,16 @@ def settings_of(args: argparse.Namespace) -> dict[str, str]:
 
 
 def save_checkpoint(path: Path, settings: dict, epoch: int, stateful: dict[str, Any], raw: dict[str, Any]) -> None:
-    """`stateful`: objects with state_dict() (model, optimizer, scheduler); `raw`: plain states."""
-    torch.save({"settings": settings, "epoch": epoch, "raw": raw,
-                **{name: obj.state_dict() for name, obj in stateful.items()}}, path)
+    """`stateful`: objects with state_dict() (model, optimizer, scheduler); `raw`: plain states.
+    Written beside the checkpoint, then moved over it: a run stopped while saving keeps its
+    previous checkpoint whole, and resumes from it."""
+    partial = path.with_name(path.name + ".partial")
+    try:
+        torch.save({"settings": settings, "epoch": epoch, "raw": raw,
+                    **{name: obj.state_dict() for name, obj in stateful.items()}}, partial)
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def resume(path: Path, settings: dict, stateful: dict[str, Any]) -> tuple[int, dict[str, Any]]:
