@@ -8,6 +8,7 @@ import pytest
 import torch
 from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
 
+from ml.errors import ModelUnavailable
 from ml.segmenter.build import build_branet_sam_small, load_segmenter
 from ml.segmenter.evaluate import _dice, _iou
 from ml.segmenter.roi import RoiSettings, Segmenter, rois_from_probability
@@ -47,8 +48,6 @@ def test_a_vit_sam_predicts_through_the_same_path():
 
 
 def test_loader_refuses_unknown_architectures_and_foreign_state(tmp_path):
-    from ml.errors import ModelUnavailable
-
     path = tmp_path / "small.pt"
     torch.save(build_branet_sam_small(img_size=128).state_dict(), path)
     with pytest.raises(ModelUnavailable):
@@ -56,6 +55,17 @@ def test_loader_refuses_unknown_architectures_and_foreign_state(tmp_path):
     with pytest.raises(ModelUnavailable):
         load_segmenter("vit_b", path)  # a small model's weights are no ViT checkpoint
     assert load_segmenter("branet_sam_small", path, {"img_size": 128}).image_encoder.img_size == 128
+
+
+def test_encoder_widths_in_the_card_build_the_network_the_weights_came_from(tmp_path):
+    wide = build_branet_sam_small(img_size=128, encoder_widths=(32, 64, 128, 256))
+    path = tmp_path / "wide.pt"
+    torch.save(wide.state_dict(), path)
+    with pytest.raises(ModelUnavailable):  # the default widths do not fit these weights
+        load_segmenter("branet_sam_small", path, {"img_size": 128})
+    loaded = load_segmenter("branet_sam_small", path, {"img_size": 128, "encoder_widths": [32, 64, 128, 256]})
+    for key, value in wide.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value), key
 
 
 @pytest.mark.parametrize("prompt", [{}, {"box": np.array([20, 10, 80, 70])},

@@ -13,17 +13,18 @@ from segment_anything import sam_model_registry
 from segment_anything.modeling import MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
 
 from ml.errors import ModelUnavailable
-from ml.segmenter.encoder import ResNetImageEncoder
+from ml.segmenter.encoder import ENCODER_WIDTHS, ResNetImageEncoder
 
 # Gray images are replicated to three channels; this normalisation matches the classifier's.
 GRAY_MEAN, GRAY_STD = [127.5] * 3, [63.75] * 3
 
 
-def build_branet_sam_small(img_size: int = 256, embed_dim: int = 128) -> Sam:
+def build_branet_sam_small(img_size: int = 256, embed_dim: int = 128,
+                           encoder_widths: tuple[int, ...] = ENCODER_WIDTHS) -> Sam:
     """SAM's prompt encoder and mask decoder, narrowed, on a small convolutional encoder."""
     embedding_size = img_size // 16
     return Sam(
-        image_encoder=ResNetImageEncoder(img_size=img_size, embed_dim=embed_dim),
+        image_encoder=ResNetImageEncoder(img_size=img_size, embed_dim=embed_dim, widths=tuple(encoder_widths)),
         prompt_encoder=PromptEncoder(
             embed_dim=embed_dim,
             image_embedding_size=(embedding_size, embedding_size),

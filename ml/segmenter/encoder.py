@@ -22,10 +22,13 @@ def _stage(in_channels: int, out_channels: int, blocks: int, stride: int) -> nn.
     return nn.Sequential(*layers)
 
 
+ENCODER_WIDTHS = (24, 48, 96, 160)  # stem, then the three stages
+
+
 class ResNetImageEncoder(nn.Module):
     """ResNet basic blocks down to stride 16, then a neck projecting to the prompt embedding size."""
 
-    def __init__(self, img_size: int = 256, embed_dim: int = 128, widths: tuple[int, ...] = (24, 48, 96, 160)) -> None:
+    def __init__(self, img_size: int = 256, embed_dim: int = 128, widths: tuple[int, ...] = ENCODER_WIDTHS) -> None:
         super().__init__()
         self.img_size = img_size
         self.stem = nn.Sequential(

@@ -105,7 +105,7 @@ class Segmenter:
 
 
 def rois_from_probability(probability: np.ndarray, settings: RoiSettings) -> list[Roi]:
-    components, count = ndimage.label(probability > 0.5)
+    components, _ = ndimage.label(probability > 0.5)
     min_area = settings.min_area_fraction * probability.size
     rois = []
     for index, slices in enumerate(ndimage.find_objects(components), start=1):

@@ -26,6 +26,7 @@ from ml.checkpoints import add_common_arguments, resume, save_checkpoint, settin
 from ml.datasets import grouped_folds, load_samples
 from ml.segmenter.build import build_branet_sam_small
 from ml.segmenter.data import PreparedImage, lesion_boxes, prepare
+from ml.segmenter.encoder import ENCODER_WIDTHS
 from ml.segmenter.evaluate import evaluate
 from ml.segmenter.roi import Segmenter
 from ml.train import compact_state
@@ -36,7 +37,17 @@ log = logging.getLogger("ml.segmenter.train")
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m ml.segmenter.train", description=__doc__.split("\n")[0])
     add_common_arguments(parser, epochs=12, size=256, batch_size=16, lr=1e-3)
+    parser.add_argument("--encoder-widths", type=_widths, default=ENCODER_WIDTHS,
+                        help="channels of the image encoder's stem and three stages, comma-separated "
+                        f"(default {','.join(map(str, ENCODER_WIDTHS))})")
     return parser.parse_args(argv)
+
+
+def _widths(text: str) -> tuple[int, ...]:
+    widths = tuple(int(part) for part in text.split(","))
+    if len(widths) != len(ENCODER_WIDTHS) or min(widths) < 1:
+        raise argparse.ArgumentTypeError(f"{len(ENCODER_WIDTHS)} positive integers, e.g. 32,64,128,256")
+    return widths
 
 
 def sample_prompt(lesions: np.ndarray, rng: np.random.Generator) -> tuple[dict, np.ndarray]:
@@ -101,7 +112,7 @@ def mask_loss(logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor,
 def train(args: argparse.Namespace, images: list[PreparedImage], run_dir: Path):
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
-    model = build_branet_sam_small(img_size=args.size)
+    model = build_branet_sam_small(img_size=args.size, encoder_widths=args.encoder_widths)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     steps = args.epochs * ((len(images) + args.batch_size - 1) // args.batch_size)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=args.lr, total_steps=steps, pct_start=0.1)
@@ -192,7 +203,7 @@ def main(argv: list[str] | None = None) -> None:
         "version": args.version,
         "modality": args.modality,
         "architecture": "branet_sam_small",
-        "build": {"img_size": args.size},
+        "build": {"img_size": args.size, "encoder_widths": list(args.encoder_widths)},
         "input": {"img_size": args.size, "channels": "grayscale replicated to 3"},
         "metrics": {
             "split": "validation on fold 0 of the 5-fold split grouped by patient/near-duplicate group "
@@ -202,7 +213,8 @@ def main(argv: list[str] | None = None) -> None:
         "training": {
             "from_scratch": True,
             "command": f"python -m ml.segmenter.train --modality {args.modality} --epochs {args.epochs} "
-            f"--size {args.size} --batch-size {args.batch_size} --seed {args.seed}",
+            f"--size {args.size} --batch-size {args.batch_size} --seed {args.seed} "
+            f"--encoder-widths {','.join(map(str, args.encoder_widths))}",
             "prompts": "none (all lesions), box around one lesion (jittered), 1-3 positive and 0-2 negative clicks",
             "augmentation": f"mirror, rotation within {ROTATION_DEGREES} degrees, zoom {ZOOM[0]}-{ZOOM[1]}, shift "
             f"within {SHIFT:.0%}; gain, contrast, gamma and speckle",
