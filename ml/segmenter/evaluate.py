@@ -12,6 +12,7 @@ from ml.segmenter.data import inner_point, lesion_boxes
 from ml.segmenter.roi import RoiSettings, Segmenter
 
 PROMPTS = ("auto", "box", "point")
+DEFAULT_SETTINGS = RoiSettings()  # frozen: one shared default
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -24,8 +25,26 @@ def _dice(a: np.ndarray, b: np.ndarray) -> float:
     return float(2 * (a & b).sum() / total) if total else 1.0
 
 
+def predicted_masks(segmenter: Segmenter, gray: np.ndarray, lesions: np.ndarray, prompt: str,
+                    settings: RoiSettings = DEFAULT_SETTINGS) -> list[np.ndarray]:
+    """The masks `prompt` gets on one image: every automatic ROI, or one mask per true lesion
+    (`lesions`: the outline's connected components, numbered from 1) prompted by its box or its
+    centre point. An image without a lesion gives a prompt nothing to point at."""
+    if prompt == "auto":
+        return [roi.mask for roi in segmenter.find_rois(gray, settings)]
+    predicted = []
+    for lesion, box in enumerate(lesion_boxes(lesions), start=1):
+        if prompt == "box":
+            probability = segmenter.probability(gray, box=box)
+        else:
+            point = inner_point(lesions == lesion)[None]
+            probability = segmenter.probability(gray, points=point, labels=np.ones(1))
+        predicted.append(probability > 0.5)
+    return predicted
+
+
 def evaluate(segmenter: Segmenter, samples: list[Sample], prompt: str,
-             settings: RoiSettings = RoiSettings()) -> dict:
+             settings: RoiSettings = DEFAULT_SETTINGS) -> dict:
     """`n`, mean `dice` and `iou` over lesion images (masks unioned), `detection_rate`,
     `false_rois_per_image`, `lesion_free_with_roi` (the share of images without a lesion that get
     any ROI: there should be none) and `ms_per_image`. Box prompts are each lesion's ground-truth box,
@@ -37,20 +56,7 @@ def evaluate(segmenter: Segmenter, samples: list[Sample], prompt: str,
         truth = lesion_mask(sample, gray.shape) > 127
         labelled, count = ndimage.label(truth)
         started = time.perf_counter()
-        if prompt == "auto":
-            rois = segmenter.find_rois(gray, settings)
-            predicted = [roi.mask for roi in rois]
-        elif count:
-            predicted = []
-            for lesion, box in enumerate(lesion_boxes(labelled), start=1):
-                if prompt == "box":
-                    probability = segmenter.probability(gray, box=box)
-                else:
-                    point = inner_point(labelled == lesion)[None]
-                    probability = segmenter.probability(gray, points=point, labels=np.ones(1))
-                predicted.append(probability > 0.5)
-        else:
-            predicted = []  # a prompt needs a lesion to point at
+        predicted = predicted_masks(segmenter, gray, labelled, prompt, settings)
         elapsed.append(time.perf_counter() - started)
         union = np.logical_or.reduce(predicted) if predicted else np.zeros_like(truth)
         matched = set()

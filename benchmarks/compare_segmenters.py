@@ -1,0 +1,82 @@
+"""Two ultrasound segmenters on the same fold-0 images (the images neither was trained on), image by
+image: mean Dice over lesion images per prompt kind and data set, each model's, and the difference
+B - A with a 95% interval from a paired bootstrap over patient groups.
+
+    PYTHONPATH=. python benchmarks/compare_segmenters.py weights runs/ultrasound-segmenter-wide/weights
+
+Each argument is a folder holding `branet-us-sam-small.pt` and its card.
+"""
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+from tqdm import tqdm
+
+from ml.cards import SEGMENTER_MODELS, read_card, verified_weights_path
+from ml.datasets import grouped_folds, lesion_mask, load_gray, load_samples
+from ml.segmenter.build import load_segmenter
+from ml.segmenter.evaluate import PROMPTS, _dice, predicted_masks
+from ml.segmenter.roi import Segmenter
+
+
+def load(weights_dir: Path) -> Segmenter:
+    card = read_card(weights_dir, SEGMENTER_MODELS["ultrasound"])
+    return Segmenter(load_segmenter(card["architecture"], verified_weights_path(weights_dir, card), card["build"]))
+
+
+def paired_mean_difference(groups: np.ndarray, a: np.ndarray, b: np.ndarray,
+                           resamples: int = 1000, seed: int = 0) -> dict:
+    unique = np.unique(groups)
+    members = {g: np.flatnonzero(groups == g) for g in unique}
+    rng = np.random.default_rng(seed)
+    draws = []
+    for _ in range(resamples):
+        idx = np.concatenate([members[g] for g in rng.choice(unique, len(unique))])
+        draws.append(b[idx].mean() - a[idx].mean())
+    return {"n": len(a), "a": round(float(a.mean()), 4), "b": round(float(b.mean()), 4),
+            "b_minus_a": round(float(b.mean() - a.mean()), 4),
+            "ci95": [round(float(np.percentile(draws, 2.5)), 4), round(float(np.percentile(draws, 97.5)), 4)]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("weights_a", type=Path)
+    parser.add_argument("weights_b", type=Path)
+    parser.add_argument("--data-root", type=Path, default=Path("../shared/data"))
+    parser.add_argument("--seed", type=int, default=0,
+                        help="the split's seed: both models trained with `ml.segmenter.train --seed` this value")
+    args = parser.parse_args()
+    segmenters = {"a": load(args.weights_a), "b": load(args.weights_b)}
+    samples = load_samples(args.data_root, "ultrasound")
+    _, held_out = grouped_folds(samples, 5, args.seed)[0]
+    lesion_images = []
+    dice = {(name, prompt): [] for name in segmenters for prompt in PROMPTS}
+    for sample in tqdm([samples[i] for i in held_out if samples[i].masks], desc="fold 0"):
+        gray = load_gray(sample.path)
+        truth = lesion_mask(sample, gray.shape) > 127
+        lesions, count = ndimage.label(truth)
+        if not count:  # a normal image's mask is empty; Dice is over lesion images
+            continue
+        lesion_images.append(sample)
+        for name, segmenter in segmenters.items():
+            for prompt in PROMPTS:
+                predicted = predicted_masks(segmenter, gray, lesions, prompt)
+                union = np.logical_or.reduce(predicted) if predicted else np.zeros_like(truth)
+                dice[name, prompt].append(_dice(union, truth))
+    groups = np.array([f"{s.dataset}/{s.group}" for s in lesion_images])
+    datasets = np.array([s.dataset for s in lesion_images])
+    result: dict = {"a": str(args.weights_a), "b": str(args.weights_b)}
+    for subset in ("pooled", *sorted(set(datasets))):
+        chosen = np.ones(len(datasets), bool) if subset == "pooled" else datasets == subset
+        result[subset] = {
+            prompt: paired_mean_difference(groups[chosen], np.array(dice["a", prompt])[chosen],
+                                           np.array(dice["b", prompt])[chosen])
+            for prompt in PROMPTS
+        }
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
