@@ -79,7 +79,7 @@ class Classifier:
         """(N, classes) calibrated probabilities for grayscale images of any size (whole images
         unless another `calibration` is given)."""
         calibration = calibration or self.image_calibration
-        logits = tta_logits(self.network, to_batch(grays, self.spec))
+        logits = tta_logits(self.network, to_batch(grays, self.spec), self.spec)
         probs = torch.softmax(logits.double() / calibration.temperature, dim=1).numpy()
         if not np.isfinite(probs).all():
             raise ModelUnavailable(f"model {self.name} produced non-finite output")

@@ -3,8 +3,9 @@
 At the served input size a mini-MIAS lesion is a few pixels of a whole breast, too little for a
 network trained from scratch on a few hundred images to learn from. Training instead on windows
 around each circled lesion (the image's label), and on windows of tissue away from it (labelled
-normal), shows the network lesions and normal tissue at the served scale. The served network
-still sees the whole breast: its global average pooling averages the evidence over it.
+normal), shows the network lesions and normal tissue at the served scale. Held-out and served
+images are read as the network was trained, by windows of the crop's side, and an image is what
+its most suspicious window is (ml.inference).
 """
 from __future__ import annotations
 

@@ -11,18 +11,24 @@ from PIL import Image
 
 @dataclass(frozen=True)
 class InputSpec:
-    """How a grayscale image becomes the model's input; written into every model card."""
+    """How a grayscale image becomes the model's input; written into every model card.
+
+    `window`: 0 for a network that classifies the whole letterboxed image, else the side of the
+    windows it was trained on (`ml.train --crop`) and classifies the image by (ml.inference)."""
 
     size: int
     mean: float = 0.5
     std: float = 0.25
+    window: int = 0
 
     def to_dict(self) -> dict:
-        return {"size": self.size, "mean": self.mean, "std": self.std, "resize": "letterbox"}
+        return {"size": self.size, "mean": self.mean, "std": self.std, "resize": "letterbox",
+                **({"window": self.window} if self.window else {})}
 
     @classmethod
     def from_dict(cls, data: dict) -> "InputSpec":
-        return cls(size=int(data["size"]), mean=float(data["mean"]), std=float(data["std"]))
+        return cls(size=int(data["size"]), mean=float(data["mean"]), std=float(data["std"]),
+                   window=int(data.get("window", 0)))
 
 
 def letterbox_region(height: int, width: int, size: int) -> tuple[int, int, int, int]:

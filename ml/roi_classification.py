@@ -107,7 +107,7 @@ def lesion_crop_logits(network: torch.nn.Module, spec: InputSpec, samples: list[
                 crops[margin].append(context_crop(gray, box, margin))
     logits = {}
     for margin, pictures in crops.items():
-        parts = [tta_logits(network, to_batch(pictures[start : start + BATCH], spec)).numpy()
+        parts = [tta_logits(network, to_batch(pictures[start : start + BATCH], spec), spec).numpy()
                  for start in tqdm(range(0, len(pictures), BATCH), desc=f"{desc}, margin {margin}")]
         logits[margin] = np.concatenate(parts) if parts else np.zeros((0, len(CLASSES)))
     return LesionCrops(np.array(labels), np.array(groups), np.array(datasets), logits)

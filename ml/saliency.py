@@ -30,6 +30,7 @@ from scipy import ndimage
 
 from ml.classifier import Classifier
 from ml.datasets import Sample, lesion_mask, load_gray
+from ml.inference import most_suspicious_window
 from ml.preprocess import InputSpec, letterbox_region, to_batch
 from ml.resnet import member_networks
 
@@ -67,26 +68,46 @@ class Explainer:
     def explain(self, gray: np.ndarray, target: str, method: str = "gradcam", layer: str = GRADCAM_LAYERS[0],
                 steps: int = 16) -> SaliencyMap:
         spec = self.spec
-        batch = to_batch([gray], spec)
+        image = to_batch([gray], spec)
         target_index = self.classes.index(target)
-        with self.lock, torch.enable_grad():
-            if method == "gradcam":
-                attribution = None
-                for cam in self._gradcam(batch, target_index, MULTISCALE_BLOCKS if layer == "multiscale" else (layer,)):
-                    cam = F.interpolate(cam, size=batch.shape[-2:], mode="bilinear", align_corners=False)
-                    cam = cam / cam.max().clamp(min=1e-12)
-                    refined = cam if attribution is None else attribution * cam
-                    # A finer block that shares no evidence with the coarser map would erase it.
-                    attribution = refined if attribution is None or refined.max() > 0 else attribution
-            elif method == "integrated_gradients":
-                baseline = torch.full_like(batch, -spec.mean / spec.std)  # black image
-                attribution = IntegratedGradients(self.network).attribute(
-                    batch, baselines=baseline, target=target_index, n_steps=steps, internal_batch_size=steps
-                ).clamp(min=0)
-                attribution = _smooth(attribution, sigma=spec.size / 64)
-            else:
-                raise ValueError(f"unknown saliency method {method!r}")
-        return _on_image(attribution.detach()[0, 0], gray.shape, spec.size, method, target)
+        with self.lock:
+            read = self._read_region(image)
+            batch = image[read]
+            with torch.enable_grad():
+                attribution = self._attribution(batch, target_index, method, layer, steps)
+            on_input = torch.zeros_like(image)
+            on_input[read] = attribution.detach()
+        return _on_image(on_input[0, 0], gray.shape, spec.size, method, target)
+
+    def _read_region(self, image: torch.Tensor) -> tuple[slice, ...]:
+        """Where the network reads its decision: the whole input, or the most suspicious window
+        of a network that classifies by windows (ml.inference), which alone is explained."""
+        if not self.spec.window:
+            return (slice(None),) * 4
+        with torch.inference_mode():
+            _, [(top, left)] = most_suspicious_window(self.network, image, self.spec)
+        return (slice(None), slice(None), slice(top, top + self.spec.window), slice(left, left + self.spec.window))
+
+    def _attribution(self, batch: torch.Tensor, target_index: int, method: str, layer: str,
+                     steps: int) -> torch.Tensor:
+        spec = self.spec
+        if method == "gradcam":
+            attribution = None
+            for cam in self._gradcam(batch, target_index, MULTISCALE_BLOCKS if layer == "multiscale" else (layer,)):
+                cam = F.interpolate(cam, size=batch.shape[-2:], mode="bilinear", align_corners=False)
+                cam = cam / cam.max().clamp(min=1e-12)
+                refined = cam if attribution is None else attribution * cam
+                # A finer block that shares no evidence with the coarser map would erase it.
+                attribution = refined if attribution is None or refined.max() > 0 else attribution
+        elif method == "integrated_gradients":
+            baseline = torch.full_like(batch, -spec.mean / spec.std)  # black image
+            attribution = IntegratedGradients(self.network).attribute(
+                batch, baselines=baseline, target=target_index, n_steps=steps, internal_batch_size=steps
+            ).clamp(min=0)
+            attribution = _smooth(attribution, sigma=spec.size / 64)
+        else:
+            raise ValueError(f"unknown saliency method {method!r}")
+        return attribution
 
     def _gradcam(self, batch: torch.Tensor, target_index: int, blocks: Sequence[str]) -> list[torch.Tensor]:
         """Each block's map, relu(sum over channels of activation x gradient), the gradient averaged

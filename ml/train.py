@@ -64,7 +64,7 @@ from ml.roi_classification import fit_roi_classification, lesion_crop_logits
 from ml.saliency import GRADCAM_LAYERS, Explainer, localisation_metrics
 from ml.screen import clean_scan
 
-SCRATCH_DEFAULTS = {"epochs": 20, "size": 160, "lr": 2e-3}
+SCRATCH_DEFAULTS = {"epochs": 20, "size": 160, "lr": 2e-3, "crop": 0}
 FINE_TUNE_EPOCHS = 3
 FINE_TUNE_LR_FACTOR = 0.1  # of the parent's learning rate
 FEEDBACK_DATA = ("clinicians' feedback exported from this service (python -m ml.feedback export): the "
@@ -84,10 +84,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--evidence-weight", type=float, default=0.5,
                         help="weight of the loss that puts the true class's evidence map (Grad-CAM on layer4) "
                         "on the outlined lesion (0: off)")
-    parser.add_argument("--crop", type=int, default=0, metavar="SIDE",
+    parser.add_argument("--crop", type=int, metavar="SIDE",
                         help="train on SIDE x SIDE lesion-centred and tissue crops of the --size images "
-                        "(ml.crops; for mammography), one per image per epoch; held-out images and the "
-                        "served model see the whole image (0: whole images throughout)")
+                        "(ml.crops; for mammography), one per image per epoch; held-out and served images "
+                        "are read by windows of that side, the image being its most suspicious window "
+                        "(ml.inference; 0: whole images throughout; fine-tuning keeps the parent's)")
     parser.add_argument("--members", type=int, default=1,
                         help="networks per fold and shipped, each from its own random start (seed + i), "
                         "their logits averaged (an ensemble in one weights file)")
@@ -104,13 +105,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--replay", type=int, default=0,
                         help="fine-tuning: original images mixed in, a seeded random choice (0: all)")
     parser.add_argument("--name", help="fine-tuning: the new model's card name (default: <family>-ft-<version>)")
-    parser.set_defaults(epochs=None, size=None, lr=None)  # resolved below: they depend on --fine-tune
+    parser.set_defaults(epochs=None, size=None, lr=None, crop=None)  # resolved below: they depend on --fine-tune
     args = parser.parse_args(argv)
     defaults = SCRATCH_DEFAULTS
     if args.fine_tune is not None:
         parent = parent_card(args.fine_tune)
         args.architecture, args.members = parent["architecture"], parent.get("members", 1)
         defaults = {"epochs": FINE_TUNE_EPOCHS, "size": parent["input"]["size"],
+                    "crop": InputSpec.from_dict(parent["input"]).window,
                     "lr": FINE_TUNE_LR_FACTOR * parent.get("training", {}).get("lr", SCRATCH_DEFAULTS["lr"])}
     for key, value in defaults.items():
         if getattr(args, key) is None:
@@ -120,6 +122,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.members < 1:
         parser.error(f"--members must be at least 1, not {args.members}")
     return args
+
+
+def input_spec(args: argparse.Namespace) -> InputSpec:
+    """The input a run's networks are trained at and read with: a network trained on --crop
+    windows classifies an image by its windows of that side (ml.inference)."""
+    return InputSpec(size=args.size, window=args.crop)
 
 
 def parent_card(weights: Path) -> dict:
@@ -180,7 +188,7 @@ class TrainingData:
 
 def predict_logits(network: torch.nn.Module, pixels: torch.Tensor, spec: InputSpec) -> np.ndarray:
     network.eval()
-    chunks = [tta_logits(network, normalise(pixels[i : i + 64], spec)) for i in range(0, len(pixels), 64)]
+    chunks = [tta_logits(network, normalise(pixels[i : i + 64], spec), spec) for i in range(0, len(pixels), 64)]
     return torch.cat(chunks).double().numpy()
 
 
@@ -199,7 +207,7 @@ def train_network(
     an ensemble (its random start is seed + member, its folder member_dir)."""
     run_dir = member_dir(run_dir, member)
     run_dir.mkdir(parents=True, exist_ok=True)
-    spec = InputSpec(size=args.size)
+    spec = input_spec(args)
     seed = args.seed + member
     torch.manual_seed(seed)
     model = ClassifierWithLocalisation(ARCHITECTURES[args.architecture](num_classes=len(CLASSES)))
@@ -291,22 +299,24 @@ def trained_members(args: argparse.Namespace, data: TrainingData, train_idx: np.
 def cross_validate(args: argparse.Namespace, data: TrainingData, run_dir: Path) -> tuple[np.ndarray, np.ndarray, dict]:
     """Out-of-fold logits for every image (the mean of the members'), the fold each image was
     held out in, and each fold network's saliency localisation on its held-out lesion images."""
-    spec = InputSpec(size=args.size)
+    spec = input_spec(args)
     logits = np.zeros((len(data.samples), len(CLASSES)))
     fold_of = np.full(len(data.samples), -1)
     localisation = []
     for k, (train_idx, held_out) in enumerate(grouped_folds(data.samples, args.folds, args.seed)):
         fold_dir = run_dir / f"fold{k}"
+        localisation_path = fold_dir / ("localisation.json" if args.members == 1
+                                        else f"localisation_{args.members}_members.json")
         member_logits = []
         for member in range(args.members):
             done = member_dir(fold_dir, member) / "out_of_fold.npz"
-            if not done.exists():
+            if not done.exists() or read_with(done) != spec.to_dict():
                 network = train_network(args, data, train_idx, fold_dir, held_out=held_out, member=member)
-                np.savez(done, logits=predict_logits(network, data.pixels[held_out], spec), held_out=held_out)
+                np.savez(done, logits=predict_logits(network, data.pixels[held_out], spec), held_out=held_out,
+                         spec=json.dumps(spec.to_dict()))
+                localisation_path.unlink(missing_ok=True)  # the saliency of a network read otherwise
             member_logits.append(np.load(done)["logits"])
         logits[held_out], fold_of[held_out] = np.mean(member_logits, axis=0), k
-        localisation_path = fold_dir / ("localisation.json" if args.members == 1
-                                        else f"localisation_{args.members}_members.json")
         if not localisation_path.exists():
             explainer = Explainer(fold_network(fold_dir, args.members), spec, CLASSES)
             by_dataset = {}
@@ -316,6 +326,12 @@ def cross_validate(args: argparse.Namespace, data: TrainingData, run_dir: Path) 
             localisation_path.write_text(json.dumps(by_dataset))
         localisation.append(json.loads(localisation_path.read_text()))
     return logits, fold_of, pooled_localisation(localisation)
+
+
+def read_with(out_of_fold: Path) -> dict | None:
+    """The input spec a fold's saved out-of-fold logits were computed with (None: not recorded)."""
+    arrays = np.load(out_of_fold)
+    return json.loads(str(arrays["spec"])) if "spec" in arrays.files else None
 
 
 def pooled_localisation(per_fold: list[dict[str, dict]]) -> dict:
@@ -441,7 +457,7 @@ def write_model(args: argparse.Namespace, network: torch.nn.Module, data: Traini
         "architecture": args.architecture,
         **({"members": args.members} if args.members > 1 else {}),
         "classes": CLASSES,
-        "input": InputSpec(size=args.size).to_dict(),
+        "input": input_spec(args).to_dict(),
         "test_time_augmentation": "mean logits of the image and its mirror image"
         + (f", over the {args.members} members" if args.members > 1 else ""),
         "calibration": {"method": "temperature scaling on out-of-fold logits", "temperature": metrics["temperature"]},
@@ -517,8 +533,9 @@ def fine_tune(args: argparse.Namespace, run_dir: Path) -> Path:
                       initial=member_state, member=member)
         for member, member_state in enumerate(member_states(state, args.members))
     ])
-    validation = validate_fine_tuned(network, data, held_out, parent, args.size)
-    roi_classification = refit_roi_classification(network, [data.samples[i] for i in held_out], parent, args.size)
+    validation = validate_fine_tuned(network, data, held_out, parent, input_spec(args))
+    roi_classification = refit_roi_classification(network, [data.samples[i] for i in held_out], parent,
+                                                  input_spec(args))
 
     args.weights_dir.mkdir(parents=True, exist_ok=True)
     weights_path = args.weights_dir / f"{name}.pt"
@@ -532,7 +549,7 @@ def fine_tune(args: argparse.Namespace, run_dir: Path) -> Path:
         "architecture": parent["architecture"],
         **({"members": args.members} if args.members > 1 else {}),
         "classes": CLASSES,
-        "input": InputSpec(size=args.size).to_dict(),
+        "input": input_spec(args).to_dict(),
         "test_time_augmentation": parent["test_time_augmentation"],
         "calibration": validation["calibration"],
         "threshold": validation["threshold"],
@@ -561,14 +578,15 @@ def fine_tune(args: argparse.Namespace, run_dir: Path) -> Path:
     return path
 
 
-def refit_roi_classification(network: torch.nn.Module, held_out: list[Sample], parent: dict, size: int) -> dict | None:
+def refit_roi_classification(network: torch.nn.Module, held_out: list[Sample], parent: dict,
+                             spec: InputSpec) -> dict | None:
     """The fine-tuned network's ROI calibration (ml.roi_classification), refitted on the lesions of
     its held-out original images at the parent's context margin; the parent's when they cannot set
     it (no malignant or no benign lesion among them); None when the parent has none."""
     parent_roi = parent.get("roi_classification")
     if parent_roi is None:
         return None
-    crops = lesion_crop_logits(network, InputSpec(size=size), held_out, (parent_roi["context_margin"],))
+    crops = lesion_crop_logits(network, spec, held_out, (parent_roi["context_margin"],))
     malignant = crops.labels == "malignant"
     if malignant.all() or not malignant.any():
         return {**parent_roi, "calibration": {**parent_roi["calibration"],
@@ -577,7 +595,7 @@ def refit_roi_classification(network: torch.nn.Module, held_out: list[Sample], p
 
 
 def validate_fine_tuned(network: torch.nn.Module, data: TrainingData, held_out: np.ndarray, parent: dict,
-                        size: int) -> dict:
+                        spec: InputSpec) -> dict:
     """Calibration, thresholds, metrics and reliability of a fine-tuned network from its held-out
     original images; the parent's calibration and thresholds when they cannot set them (nothing
     held out, or no malignant and no other image among them)."""
@@ -594,7 +612,7 @@ def validate_fine_tuned(network: torch.nn.Module, data: TrainingData, held_out: 
                             "note": "Low confidence: this fine-tuned version was not validated. Treat the result "
                             "as a weak hint only."},
         }
-    logits = predict_logits(network, data.pixels[held_out], InputSpec(size=size))
+    logits = predict_logits(network, data.pixels[held_out], spec)
     targets = data.targets[held_out].numpy()
     temperature = fit_temperature(logits, targets)
     probs = softmax(logits, temperature)

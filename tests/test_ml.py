@@ -149,17 +149,48 @@ def test_training_writes_a_loadable_model_and_resumes(tmp_path, shared_data):
     assert paired["ci95"][0] <= paired["b_minus_a"] <= paired["ci95"][1]
 
 
-def test_training_on_lesion_centred_crops_serves_a_whole_image_model(tmp_path, shared_data):
+def test_training_on_lesion_centred_crops_serves_a_model_that_reads_images_by_windows(tmp_path, shared_data):
+    import torch
+
+    from ml.inference import most_suspicious_window
+    from ml.preprocess import to_batch
+
     data_root = mias_subset(tmp_path, shared_data)
-    result = run_module("ml.train", "--modality", "mammography", "--data-root", str(data_root), "--folds", "2",
-                        "--epochs", "1", "--size", "48", "--crop", "24", "--batch-size", "8",
-                        "--run-dir", str(tmp_path / "run"), "--weights-dir", str(tmp_path / "weights"))
+    command = ["ml.train", "--modality", "mammography", "--data-root", str(data_root), "--folds", "2",
+               "--epochs", "1", "--size", "48", "--crop", "24", "--batch-size", "8",
+               "--run-dir", str(tmp_path / "run"), "--weights-dir", str(tmp_path / "weights")]
+    result = run_module(*command)
     assert result.returncode == 0, result.stderr
     card = json.loads((tmp_path / "weights" / "branet-mg-resnet18.json").read_text())
     assert "--crop 24" in card["training"]["command"] and card["training"]["lesion_centred_crops"] == 24
-    assert card["input"]["size"] == 48  # the served model sees the whole image at --size
+    assert card["input"]["size"] == 48 and card["input"]["window"] == 24  # read by the windows it trained on
     model = Classifier.load(tmp_path / "weights", "branet-mg-resnet18")
     assert model.probabilities([np.zeros((300, 200), dtype=np.uint8)]).shape == (1, 3)
+    gray = load_gray(data_root / "mias" / "images" / "mdb001.png")
+    batch = to_batch([gray], model.spec)
+    with torch.inference_mode():
+        window, _ = most_suspicious_window(model.network, torch.cat([batch, batch.flip(3)]), model.spec)
+        expected = torch.softmax(window.mean(dim=0, keepdim=True).double() / model.temperature, dim=1).numpy()
+    np.testing.assert_allclose(model.probabilities([gray]), expected, rtol=1e-6)
+
+    # the out-of-fold logits record how they were read; read otherwise, they are read again, not reused
+    saved = tmp_path / "run" / "fold0" / "out_of_fold.npz"
+    assert json.loads(str(np.load(saved)["spec"]))["window"] == 24
+    np.savez(saved, logits=np.zeros_like(np.load(saved)["logits"]), held_out=np.load(saved)["held_out"])
+    (tmp_path / "run" / "fold0" / "localisation.json").write_text("{}")
+    again = run_module(*command)
+    assert again.returncode == 0, again.stderr
+    assert "fold0 epoch" not in again.stderr  # nothing trained again
+    assert np.load(saved)["logits"].any() and json.loads(str(np.load(saved)["spec"]))["window"] == 24
+    assert json.loads((tmp_path / "run" / "fold0" / "localisation.json").read_text())  # the saliency measured again
+
+    fine_tune = run_module("ml.train", "--modality", "mammography", "--data-root", str(data_root),
+                           "--fine-tune", str(tmp_path / "weights" / "branet-mg-resnet18.pt"),
+                           "--extra", str(data_root / "mias"), "--folds", "2", "--epochs", "1",
+                           "--run-dir", str(tmp_path / "fine-tune"), "--weights-dir", str(tmp_path / "weights"),
+                           "--name", "mg-ft")
+    assert fine_tune.returncode == 0, fine_tune.stderr
+    assert Classifier.load(tmp_path / "weights", "mg-ft").spec.window == 24  # trained and read as its parent
 
     too_big = run_module("ml.train", "--modality", "mammography", "--data-root", str(data_root), "--size", "48",
                          "--crop", "64", "--run-dir", str(tmp_path / "refused"), "--weights-dir", str(tmp_path / "refused"))
