@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -34,12 +35,14 @@ from benchmarks.load import free_port, rss_kib, worker_pids  # noqa: E402
 from ml.cards import MODALITY_MODELS, SEGMENTER_MODELS, read_card  # noqa: E402
 from ml.classifier import Classifier  # noqa: E402
 from ml.datasets import load_gray  # noqa: E402
+from ml.inference import tta_logits  # noqa: E402
 from ml.preprocess import to_batch  # noqa: E402
 from ml.segmenter.build import load_segmenter  # noqa: E402
 from ml.segmenter.roi import Segmenter  # noqa: E402
 
 DATA = Path(os.environ.get("BRANET_SHARED_DATA", REPO.parent / "shared" / "data"))
 IMAGES = [DATA / "busbra" / "images" / name for name in ("bus_0003-l.png", "bus_0005-r.png", "bus_0008-l.png")]
+MAMMOGRAM = DATA / "mias" / "images" / "mdb001.png"
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -109,26 +112,28 @@ def matmul_gflops() -> float:
     return float(statistics.median(rates))
 
 
-def flops(model: torch.nn.Module, *inputs) -> int:
+def flops(model: Callable[..., torch.Tensor], *inputs) -> int:
     counter = FlopCounterMode(display=False)
     with counter, torch.inference_mode():
         model(*inputs)
     return counter.get_total_flops()
 
 
-def inference_costs(gflops_rate: float, gray: np.ndarray) -> list[dict]:
+def inference_costs(gflops_rate: float, grays: dict[str, np.ndarray]) -> list[dict]:
+    """Each model on an image of its modality (`grays`)."""
     weights = REPO / "weights"
     rows = []
     for modality, name in MODALITY_MODELS.items():
         classifier = Classifier.load(weights, name)
-        batch = to_batch([gray], classifier.spec)
-        tta = torch.cat([batch, torch.flip(batch, dims=[3])])  # what serving runs: image and mirror
+        gray = grays[modality]
         times = []
         for _ in range(30):
             started = time.perf_counter()
             classifier.probabilities([gray])
             times.append(time.perf_counter() - started)
-        model_flops = flops(classifier.network, tta)
+        # what serving runs: the image and its mirror, whole or by windows of tissue
+        model_flops = flops(lambda batch: tta_logits(classifier.network, batch, classifier.spec),
+                            to_batch([gray], classifier.spec))
         bound = model_flops / (gflops_rate * 1e9)
         rows.append({"model": name, "gflops": round(model_flops / 1e9, 3),
                      "median_ms": round(1000 * statistics.median(times), 2),
@@ -139,6 +144,7 @@ def inference_costs(gflops_rate: float, gray: np.ndarray) -> list[dict]:
         card = read_card(weights, name)
         segmenter = Segmenter(load_segmenter(card["architecture"], weights / card["weights_file"], card["build"]),
                               cache_size=0)
+        gray = grays[modality]
         times = []
         for _ in range(15):
             started = time.perf_counter()
@@ -187,7 +193,7 @@ def main() -> None:
             process.wait(timeout=30)
     rate = matmul_gflops()
     results["matmul_gflops"] = round(rate, 1)
-    results["inference"] = inference_costs(rate, load_gray(IMAGES[0]))
+    results["inference"] = inference_costs(rate, {"ultrasound": load_gray(IMAGES[0]), "mammography": load_gray(MAMMOGRAM)})
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print_table(results)
 

@@ -192,6 +192,26 @@ def test_training_on_lesion_centred_crops_serves_a_model_that_reads_images_by_wi
     assert fine_tune.returncode == 0, fine_tune.stderr
     assert Classifier.load(tmp_path / "weights", "mg-ft").spec.window == 24  # trained and read as its parent
 
+    # benchmarks/mammography_windows.py: its window reading is the run's own out-of-fold reading
+    compared = subprocess.run([sys.executable, "benchmarks/mammography_windows.py", str(tmp_path / "run"), "--folds", "2",
+                               "--size", "48", "--window", "24", "--data-root", str(data_root)],
+                              cwd=REPO_ROOT, capture_output=True, text=True, check=False,
+                              env={**os.environ, "PYTHONPATH": "."}, timeout=300)
+    assert compared.returncode == 0, compared.stderr
+    measured = json.loads(compared.stdout)
+    assert measured["n"] == 40
+    assert measured["window_minus_whole"]["malignant_vs_rest"]["b"] == round(measured["window"]["auc_malignant"], 4)
+    from ml.calibration import softmax
+    from ml.datasets import CLASSES, load_samples
+    from ml.metrics import report
+
+    logits = np.zeros((40, 3))
+    for fold in (0, 1):
+        saved = np.load(tmp_path / "run" / f"fold{fold}" / "out_of_fold.npz")
+        logits[saved["held_out"]] = saved["logits"]
+    labels = [sample.label for sample in load_samples(data_root, "mammography")]
+    assert report(labels, softmax(logits), CLASSES, 0.5)["auc_malignant"] == measured["window"]["auc_malignant"]
+
     too_big = run_module("ml.train", "--modality", "mammography", "--data-root", str(data_root), "--size", "48",
                          "--crop", "64", "--run-dir", str(tmp_path / "refused"), "--weights-dir", str(tmp_path / "refused"))
     assert too_big.returncode == 2 and "--crop must be between 0 (off) and --size (48), not 64" in too_big.stderr
