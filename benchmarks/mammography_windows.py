@@ -48,7 +48,7 @@ def main() -> None:
 
     labels, groups = data.labels, data.groups
     probs = {name: softmax(values) for name, values in logits.items()}
-    result = {"n": len(samples), "run_dir": str(args.run_dir), "window": args.window}
+    result = {"n": len(samples), "run_dir": str(args.run_dir), "window_side": args.window}
     for name, p in probs.items():
         measured = report(labels, p, CLASSES, threshold=0.5)
         result[name] = {key: measured[key] for key in ("auc_malignant", "auc_malignant_vs_benign", "auc_lesion")}

@@ -459,6 +459,7 @@ def write_model(args: argparse.Namespace, network: torch.nn.Module, data: Traini
         "classes": CLASSES,
         "input": input_spec(args).to_dict(),
         "test_time_augmentation": "mean logits of the image and its mirror image"
+        + (f", each read by its most suspicious {args.crop} px window of tissue" if args.crop else "")
         + (f", over the {args.members} members" if args.members > 1 else ""),
         "calibration": {"method": "temperature scaling on out-of-fold logits", "temperature": metrics["temperature"]},
         "threshold": {

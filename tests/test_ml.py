@@ -199,7 +199,7 @@ def test_training_on_lesion_centred_crops_serves_a_model_that_reads_images_by_wi
                               env={**os.environ, "PYTHONPATH": "."}, timeout=300)
     assert compared.returncode == 0, compared.stderr
     measured = json.loads(compared.stdout)
-    assert measured["n"] == 40
+    assert measured["n"] == 40 and measured["window_side"] == 24
     assert measured["window_minus_whole"]["malignant_vs_rest"]["b"] == round(measured["window"]["auc_malignant"], 4)
     from ml.calibration import softmax
     from ml.datasets import CLASSES, load_samples
