@@ -159,13 +159,14 @@ def fit_roi_classification(crops: LesionCrops, source: str) -> dict:
 def out_of_fold_crops(run_dir: Path, samples: list[Sample], spec: InputSpec, members: int,
                       folds: list[int], margins: tuple[float, ...] = MARGINS) -> LesionCrops:
     """Each cross-validation fold's network (runs/<modality>/fold<k>) on the lesions of its own
-    held-out images; kept in fold<k>/lesion_crops_<members>.npz and read from there when its margins match."""
+    held-out images; kept in fold<k>/lesion_crops_<members>[_window<side>].npz (by how the network
+    reads images) and read from there when its margins match."""
     from ml.train import fold_network  # training code: imported only for this command
 
     parts = []
     for k in folds:
         fold_dir = run_dir / f"fold{k}"
-        cache = fold_dir / f"lesion_crops_{members}.npz"
+        cache = fold_dir / f"lesion_crops_{members}{f'_window{spec.window}' if spec.window else ''}.npz"
         cached = LesionCrops.load(cache) if cache.exists() else None
         if cached is not None and sorted(cached.logits) == sorted(margins):
             parts.append(cached)

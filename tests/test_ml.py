@@ -68,6 +68,16 @@ def mias_subset(tmp_path: Path, shared_data: Path) -> Path:
     return data_root
 
 
+def fine_tune_mammography(tmp_path: Path, data_root: Path) -> subprocess.CompletedProcess:
+    """`ml.train --fine-tune` of the model a test trained into tmp_path/weights, on its data
+    root's own mini-MIAS rows as feedback, into tmp_path/weights/mg-ft."""
+    return run_module("ml.train", "--modality", "mammography", "--data-root", str(data_root),
+                      "--fine-tune", str(tmp_path / "weights" / "branet-mg-resnet18.pt"),
+                      "--extra", str(data_root / "mias"), "--folds", "2", "--epochs", "1",
+                      "--run-dir", str(tmp_path / "fine-tune"), "--weights-dir", str(tmp_path / "weights"),
+                      "--name", "mg-ft")
+
+
 def busi_subset_labels(shared_data: Path, folder: Path, per_label: int) -> list[dict]:
     """Write folder/labels.csv with BUSI's first `per_label` rows of each class; returns the rows."""
     with open(shared_data / "busi" / "labels.csv") as handle:
@@ -184,11 +194,7 @@ def test_training_on_lesion_centred_crops_serves_a_model_that_reads_images_by_wi
     assert np.load(saved)["logits"].any() and json.loads(str(np.load(saved)["spec"]))["window"] == 24
     assert json.loads((tmp_path / "run" / "fold0" / "localisation.json").read_text())  # the saliency measured again
 
-    fine_tune = run_module("ml.train", "--modality", "mammography", "--data-root", str(data_root),
-                           "--fine-tune", str(tmp_path / "weights" / "branet-mg-resnet18.pt"),
-                           "--extra", str(data_root / "mias"), "--folds", "2", "--epochs", "1",
-                           "--run-dir", str(tmp_path / "fine-tune"), "--weights-dir", str(tmp_path / "weights"),
-                           "--name", "mg-ft")
+    fine_tune = fine_tune_mammography(tmp_path, data_root)
     assert fine_tune.returncode == 0, fine_tune.stderr
     assert Classifier.load(tmp_path / "weights", "mg-ft").spec.window == 24  # trained and read as its parent
 
@@ -244,11 +250,7 @@ def test_an_ensemble_adds_members_to_a_finished_run_and_fine_tunes_member_by_mem
     assert model.probabilities([np.zeros((64, 64), dtype=np.uint8)]).shape == (1, 3)
     assert Explainer.for_classifier(model).explain(np.full((64, 64), 90, np.uint8), "benign").full.shape == (64, 64)
 
-    fine_tune = run_module("ml.train", "--modality", "mammography", "--data-root", str(data_root),
-                           "--fine-tune", str(tmp_path / "weights" / "branet-mg-resnet18.pt"),
-                           "--extra", str(data_root / "mias"), "--folds", "2", "--epochs", "1",
-                           "--run-dir", str(tmp_path / "fine-tune"), "--weights-dir", str(tmp_path / "weights"),
-                           "--name", "mg-ft")
+    fine_tune = fine_tune_mammography(tmp_path, data_root)
     assert fine_tune.returncode == 0, fine_tune.stderr
     assert (tmp_path / "fine-tune" / "fine-tune" / "member1" / "checkpoint.pt").exists()
     tuned = Classifier.load(tmp_path / "weights", "mg-ft")
