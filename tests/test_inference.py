@@ -42,8 +42,9 @@ def test_windows_cover_the_image_half_a_window_apart_the_last_flush_with_the_edg
 
 
 def test_the_image_is_its_most_suspicious_window_of_tissue_never_background():
+    network = darkness_network()
     batch = normalise(torch.stack([breast((30, 14)), breast((2, 14))]), SPEC)
-    logits, corners = most_suspicious_window(darkness_network(), batch, SPEC)
+    logits, corners = most_suspicious_window(network, batch, SPEC)
     # by hand: every window of at least half tissue, the one least likely normal
     for image, chosen, chosen_logits in zip(batch, corners, logits):
         candidates = []
@@ -51,13 +52,13 @@ def test_the_image_is_its_most_suspicious_window_of_tissue_never_background():
             window = image[None, :, top : top + 24, left : left + 24]
             tissue = (window > (30 / 255 - SPEC.mean) / SPEC.std).float().mean()
             if tissue >= 0.5:
-                candidates.append((torch.softmax(darkness_network()(window), 1)[0, NORMAL].item(), (top, left), window))
+                candidates.append((torch.softmax(network(window), 1)[0, NORMAL].item(), (top, left), window))
         p_normal, expected, window = min(candidates, key=lambda c: c[0])
         assert chosen == expected
-        torch.testing.assert_close(chosen_logits, darkness_network()(window)[0])
+        torch.testing.assert_close(chosen_logits, network(window)[0])
     # the windows at column 24 (a quarter tissue) are the darkest of all, and never read
     with torch.no_grad():
-        p_normal = [torch.softmax(darkness_network()(batch[:1, :, t : t + 24, l : l + 24]), 1)[0, NORMAL]
+        p_normal = [torch.softmax(network(batch[:1, :, t : t + 24, l : l + 24]), 1)[0, NORMAL]
                     for t, l in window_corners(SPEC)]
     assert window_corners(SPEC)[int(np.argmin(p_normal))][1] == 24
     assert all(left <= 12 for _, left in corners)
