@@ -92,6 +92,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--members", type=int, default=1,
                         help="networks per fold and shipped, each from its own random start (seed + i), "
                         "their logits averaged (an ensemble in one weights file)")
+    parser.add_argument("--init", type=Path, metavar="WEIGHTS",
+                        help="start every network from this model's weights (a .pt trained here, its card beside "
+                        "it, e.g. the ultrasound model for mammography; an ensemble's member i starts from its "
+                        "member i mod n) instead of a random start; the localisation head still starts random")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--clean-scan", action="store_true",
                         help="ultrasound: train on the scan area with calipers and burned-in text inpainted "
@@ -121,6 +125,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"--crop must be between 0 (off) and --size ({args.size}), not {args.crop}")
     if args.members < 1:
         parser.error(f"--members must be at least 1, not {args.members}")
+    if args.init is not None and args.fine_tune is not None:
+        parser.error("--init starts a model from scratch's recipe; --fine-tune already starts from its parent")
     return args
 
 
@@ -135,6 +141,20 @@ def parent_card(weights: Path) -> dict:
     card = card_for_weights(Path(weights))
     verified_weights_path(Path(weights).parent, card)
     return card
+
+
+def initial_state(args: argparse.Namespace, member: int) -> dict[str, torch.Tensor] | None:
+    """The starting weights of an ensemble's `member` under --init (None: a random start). The
+    --init model must classify into the same classes; its architecture may differ in stride only
+    (resnet18 and resnet18_os16 share every weight's shape)."""
+    if args.init is None:
+        return None
+    card = parent_card(args.init)
+    if card.get("classes") != CLASSES:
+        raise SystemExit(f"--init {args.init}: its classes {card.get('classes')} are not {CLASSES}")
+    state = torch.load(args.init, map_location="cpu", weights_only=True)
+    states = member_states(state, card.get("members", 1))
+    return states[member % len(states)]
 
 
 def extra_samples(folders: list[Path], modality: str) -> list[Sample]:
@@ -203,14 +223,15 @@ def train_network(
     held_out: np.ndarray | None = None, initial: dict[str, torch.Tensor] | None = None, member: int = 0,
 ) -> torch.nn.Module:
     """Train one network on `train_idx`, resuming from its checkpoint.pt when it matches;
-    `initial`: the classifier's starting weights (fine-tuning), else random; `member`: which of
-    an ensemble (its random start is seed + member, its folder member_dir)."""
+    `initial`: the classifier's starting weights (fine-tuning), else --init's, else random;
+    `member`: which of an ensemble (its random start is seed + member, its folder member_dir)."""
     run_dir = member_dir(run_dir, member)
     run_dir.mkdir(parents=True, exist_ok=True)
     spec = input_spec(args)
     seed = args.seed + member
     torch.manual_seed(seed)
     model = ClassifierWithLocalisation(ARCHITECTURES[args.architecture](num_classes=len(CLASSES)))
+    initial = initial if initial is not None else initial_state(args, member)
     if initial is not None:
         model.classifier.load_state_dict({key: value.float() for key, value in initial.items()})
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
@@ -482,7 +503,9 @@ def write_model(args: argparse.Namespace, network: torch.nn.Module, data: Traini
             f"--folds {args.folds} --epochs {args.epochs} "
             f"--size {args.size} --batch-size {args.batch_size} --localisation-weight {args.localisation_weight} "
             f"--evidence-weight {args.evidence_weight}{f' --crop {args.crop}' if args.crop else ''}"
-            f"{f' --members {args.members}' if args.members > 1 else ''} --seed {args.seed}",
+            f"{f' --members {args.members}' if args.members > 1 else ''}"
+            f"{f' --init {args.init}' if args.init else ''} --seed {args.seed}",
+            **({"initialised_from": initialised_from(args.init)} if args.init else {}),
             "lesion_centred_crops": args.crop or None,
             "ensemble": f"{args.members} networks, seeds {args.seed} to {args.seed + args.members - 1}, mean logits"
             if args.members > 1 else None,
@@ -496,6 +519,14 @@ def write_model(args: argparse.Namespace, network: torch.nn.Module, data: Traini
     }
     path = write_card(args.weights_dir, card)
     log.info("wrote %s and %s", weights_path, path)
+
+
+def initialised_from(weights: Path) -> dict:
+    """The card's record of the --init model every network started from."""
+    card = card_for_weights(weights)
+    return {"name": card["name"], "version": card["version"], "sha256": card["sha256"],
+            "trained": "here, from scratch" if card.get("training", {}).get("from_scratch") else "here, fine-tuned",
+            "note": "a model of this project's own, trained on this project's data; no outside weights"}
 
 
 def fine_tune(args: argparse.Namespace, run_dir: Path) -> Path:

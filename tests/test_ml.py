@@ -278,6 +278,43 @@ def test_an_ensemble_adds_members_to_a_finished_run_and_fine_tunes_member_by_mem
     assert json.loads(partial.stdout)["folds"] == [0] and json.loads(partial.stdout)["n"] == held_out < 40
 
 
+def test_init_starts_every_network_from_another_model_and_the_card_says_which(tmp_path, shared_data):
+    import torch
+
+    data_root = mias_subset(tmp_path, shared_data)
+    common = ["ml.train", "--modality", "mammography", "--data-root", str(data_root), "--folds", "2",
+              "--epochs", "1", "--size", "32", "--batch-size", "8"]
+    parent = run_module(*common, "--run-dir", str(tmp_path / "parent"), "--weights-dir", str(tmp_path / "parent"))
+    assert parent.returncode == 0, parent.stderr
+    parent_weights = tmp_path / "parent" / "branet-mg-resnet18.pt"
+    # another seed (another random start), and a learning rate too small to move a weight: what the
+    # networks hold afterwards is where they started
+    child = run_module(*common, "--seed", "1", "--lr", "1e-12", "--init", str(parent_weights),
+                       "--run-dir", str(tmp_path / "child"), "--weights-dir", str(tmp_path / "child"))
+    assert child.returncode == 0, child.stderr
+    start = torch.load(parent_weights, weights_only=True)
+    for network in ("fold0", "fold1", "full"):
+        trained = torch.load(tmp_path / "child" / network / "checkpoint.pt", weights_only=False)["model"]
+        for key in ("conv1.weight", "layer3.0.conv1.weight", "fc.weight"):
+            torch.testing.assert_close(trained[f"classifier.{key}"], start[key].float(), atol=2e-3, rtol=0)
+    card = json.loads((tmp_path / "child" / "branet-mg-resnet18.json").read_text())
+    parent_card = json.loads((tmp_path / "parent" / "branet-mg-resnet18.json").read_text())
+    assert card["training"]["initialised_from"]["sha256"] == parent_card["sha256"]
+    assert f"--init {parent_weights}" in card["training"]["command"]
+
+    from ml.multitask import ClassifierWithLocalisation
+    from ml.resnet import resnet18_gray
+
+    torch.manual_seed(1)  # seed 1's random start, as ml.train would have drawn it without --init
+    random_start = ClassifierWithLocalisation(resnet18_gray(num_classes=3)).state_dict()
+    assert not torch.allclose(random_start["classifier.conv1.weight"], start["conv1.weight"].float(), atol=2e-3)
+
+    both = run_module(*common, "--init", str(parent_weights), "--fine-tune", str(parent_weights),
+                      "--run-dir", str(tmp_path / "refused"), "--weights-dir", str(tmp_path / "refused"))
+    assert both.returncode == 2 and "--init starts a model" in both.stderr
+    assert not (tmp_path / "refused").exists()
+
+
 def test_an_ensembles_gradcam_sums_its_members_blocks_before_the_relu(grays):
     import torch
 
