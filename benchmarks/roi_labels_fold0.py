@@ -35,7 +35,7 @@ samples = load_samples(Path("../shared/data"), "ultrasound")
 cv = json.loads((RUN / "cross_validation.json").read_text())
 fitted = fit_roi_classification(out_of_fold_crops(RUN, samples, InputSpec.from_dict(card["input"]), members, [1, 2, 3, 4]),
                                 "folds 1-4's held-out images")
-card = {**card, "calibration": {"temperature": cv["temperature"]},
+card = {**card, "calibration": cv["calibration"],
         "threshold": {"malignant": cv["threshold"], "balanced": cv["balanced_threshold"]}, "roi_classification": fitted}
 network = fold_network(RUN / "fold0", members)
 classifier = Classifier(card, network)

@@ -8,6 +8,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from ml.calibration import Calibrator
 from ml.cards import read_card, verified_weights_path
 from ml.decision import decide
 from ml.errors import FeatureUnavailable, ModelUnavailable
@@ -25,15 +26,15 @@ class Prediction:
 
 @dataclass(frozen=True)
 class Calibration:
-    """A temperature and the malignancy threshold of each operating point, from a card (or its
-    `roi_classification` section)."""
+    """The probabilities' calibration and the malignancy threshold of each operating point, from a
+    card (or its `roi_classification` section)."""
 
-    temperature: float
+    calibrator: Calibrator
     thresholds: dict[str, float]  # "screening" (sensitivity >= 0.95) and "balanced"
 
     @classmethod
     def from_card(cls, section: dict) -> Calibration:
-        return cls(float(section["calibration"]["temperature"]),
+        return cls(Calibrator.from_dict(section["calibration"]),
                    {"screening": float(section["threshold"]["malignant"]),
                     "balanced": float(section["threshold"]["balanced"])})
 
@@ -50,7 +51,6 @@ class Classifier:
         self.image_calibration = Calibration.from_card(card)
         self.thresholds = self.image_calibration.thresholds
         self.threshold = self.thresholds["screening"]
-        self.temperature = self.image_calibration.temperature
         roi = card.get("roi_classification")
         self.roi_calibration = Calibration.from_card(roi) if roi else None
         self.roi_margin: float | None = float(roi["context_margin"]) if roi else None
@@ -80,7 +80,7 @@ class Classifier:
         unless another `calibration` is given)."""
         calibration = calibration or self.image_calibration
         logits = tta_logits(self.network, to_batch(grays, self.spec), self.spec)
-        probs = torch.softmax(logits.double() / calibration.temperature, dim=1).numpy()
+        probs = calibration.calibrator.probabilities(logits.double().numpy())
         if not np.isfinite(probs).all():
             raise ModelUnavailable(f"model {self.name} produced non-finite output")
         return probs

@@ -97,7 +97,7 @@ def out_of_fold(modality: str, data_root: Path, run_dir: Path, folds: list[int],
 
     card = read_card(weights_dir, MODALITY_MODELS[modality])
     cv = json.loads((run_dir / "cross_validation.json").read_text())
-    card = {**card, "calibration": {**card["calibration"], "temperature": cv["temperature"]},
+    card = {**card, "calibration": cv["calibration"],
             "threshold": {**card["threshold"], "malignant": cv["threshold"], "balanced": cv["balanced_threshold"]}}
     samples = load_samples(data_root, modality)
     arrive = _as_screenshot if as_screenshot else lambda sample: load_gray(sample.path)

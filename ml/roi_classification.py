@@ -23,7 +23,7 @@ import torch
 from scipy import ndimage
 from tqdm import tqdm
 
-from ml.calibration import expected_calibration_error, fit_temperature, softmax
+from ml.calibration import expected_calibration_error, fit_calibrator
 from ml.cards import MODALITIES, MODALITY_MODELS, read_card, write_card
 from ml.datasets import CLASSES, Sample, lesion_mask, load_gray, load_samples
 from ml.inference import tta_logits
@@ -123,22 +123,23 @@ def _summary(crops: LesionCrops, probs: np.ndarray, threshold: float, chosen: np
 
 def fit_roi_classification(crops: LesionCrops, source: str) -> dict:
     """The card's `roi_classification` from held-out lesion crops: the margin whose crops the
-    network ranks best (AUC malignant vs benign), the temperature fitted on that margin's logits,
+    network ranks best (AUC malignant vs benign), the calibration fitted on that margin's logits
+    (a temperature: crops are of lesions, and ml.calibration fits class biases only with every class),
     the screening and balanced thresholds on the calibrated probabilities, and the metrics there.
     `source` says which held-out images the crops came from."""
     is_malignant = crops.labels == "malignant"
     targets = np.array([CLASSES.index(label) for label in crops.labels])
-    temperatures = {margin: fit_temperature(logits, targets) for margin, logits in crops.logits.items()}
-    by_margin = {margin: report(crops.labels, softmax(logits, temperatures[margin]), CLASSES, 0.5)["auc_malignant_vs_benign"]
+    calibrators = {margin: fit_calibrator(logits, targets) for margin, logits in crops.logits.items()}
+    by_margin = {margin: report(crops.labels, calibrators[margin].probabilities(logits), CLASSES, 0.5)["auc_malignant_vs_benign"]
                  for margin, logits in crops.logits.items()}
     margin = max(by_margin, key=lambda m: (by_margin[m], -m))  # a tie goes to the tighter crop
-    temperature = temperatures[margin]
-    probs = softmax(crops.logits[margin], temperature)
+    calibrator = calibrators[margin]
+    probs = calibrator.probabilities(crops.logits[margin])
     threshold = screening_threshold(is_malignant, probs[:, MALIGNANT], SCREENING_SENSITIVITY)
     balanced = balanced_threshold(is_malignant, probs[:, MALIGNANT])
     return {
         "context_margin": margin,
-        "calibration": {"method": f"temperature scaling on {source}", "temperature": round(temperature, 4)},
+        "calibration": {"method": f"{calibrator.method} on {source}", **calibrator.to_dict()},
         "threshold": {
             "malignant": threshold,
             "chosen_for": f"sensitivity >= {SCREENING_SENSITIVITY} for malignancy on the calibrated crops of {source}",

@@ -5,10 +5,10 @@
 
 1. Patient-grouped, label-stratified K-fold cross-validation (a group/patient never straddles
    folds): one network per fold, its predictions on the held-out fold kept (out-of-fold).
-2. Temperature scaling fitted on the out-of-fold logits; the malignancy threshold chosen on the
+2. Temperature scaling with a bias per class (ml.calibration) fitted on the out-of-fold logits; the malignancy threshold chosen on the
    calibrated out-of-fold probabilities for screening (sensitivity >= 0.95).
 3. The shipped network: the same recipe on all images; its card carries the cross-validated
-   metrics with group-bootstrap 95% intervals, the temperature and the threshold.
+   metrics with group-bootstrap 95% intervals, the calibration and the threshold.
 
 With --members N, each step trains N networks from different random starts (seed + i) on the
 same folds, and the ensemble's mean logits stand for one network's throughout.
@@ -30,7 +30,7 @@ starts from the parent's weights (its card is found beside them by `weights_file
 checked), trains at the parent's input size with a tenth of the learning rate on the --extra rows
 of the modality (repeated --extra-repeat times per epoch) and --replay original images (0: all),
 holds out one patient-grouped, label-stratified fold of 1/--folds of the original images (every
-feedback image trains: there are few, and they are the point) to refit the temperature and both
+feedback image trains: there are few, and they are the point) to refit the calibration and both
 thresholds and to check that the new version still works on the reference data, and writes `<family>-ft-<version>.pt` and its card (`version`, `parent`, `fine_tuning` with the
 feedback data set's size). With --folds 1 nothing is held out, and the card keeps the parent's
 calibration and thresholds and says that the new version was not validated.
@@ -50,7 +50,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from ml.augment import augment
-from ml.calibration import expected_calibration_error, fit_temperature, softmax
+from ml.calibration import expected_calibration_error, fit_calibrator, softmax
 from ml.cards import MODALITY_MODELS, card_for_weights, provenance, verified_weights_path, write_card
 from ml.checkpoints import add_common_arguments, resume, save_checkpoint, settings_of
 from ml.crops import lesion_centred_crops
@@ -379,8 +379,8 @@ def pooled_localisation(per_fold: list[dict[str, dict]]) -> dict:
 def cross_validated_metrics(data: TrainingData, logits: np.ndarray, fold_of: np.ndarray) -> dict:
     """Calibration, threshold and metrics (with intervals) from the out-of-fold logits."""
     targets = data.targets.numpy()
-    temperature = fit_temperature(logits, targets)
-    probs = softmax(logits, temperature)
+    calibrator = fit_calibrator(logits, targets)
+    probs = calibrator.probabilities(logits)
     labels, groups = data.labels, data.groups
     p_malignant = probs[:, CLASSES.index("malignant")]
     threshold = screening_threshold(labels == "malignant", p_malignant, SCREENING_SENSITIVITY)
@@ -402,7 +402,7 @@ def cross_validated_metrics(data: TrainingData, logits: np.ndarray, fold_of: np.
             spread[name] = {"mean": round(float(np.mean(values)), 4), "std": round(float(np.std(values)), 4),
                             "folds": values}
     return {
-        "temperature": round(temperature, 4),
+        "calibration": {"method": f"{calibrator.method} on out-of-fold logits", **calibrator.to_dict()},
         "threshold": threshold,
         "balanced_threshold": balanced,
         "balanced_operating_point": report(labels, probs, CLASSES, balanced),
@@ -482,7 +482,7 @@ def write_model(args: argparse.Namespace, network: torch.nn.Module, data: Traini
         "test_time_augmentation": "mean logits of the image and its mirror image"
         + (f", each read by its most suspicious {args.crop} px window of tissue" if args.crop else "")
         + (f", over the {args.members} members" if args.members > 1 else ""),
-        "calibration": {"method": "temperature scaling on out-of-fold logits", "temperature": metrics["temperature"]},
+        "calibration": metrics["calibration"],
         "threshold": {
             "malignant": metrics["threshold"],
             "chosen_for": f"sensitivity >= {SCREENING_SENSITIVITY} for malignancy on calibrated out-of-fold predictions",
@@ -646,8 +646,8 @@ def validate_fine_tuned(network: torch.nn.Module, data: TrainingData, held_out: 
         }
     logits = predict_logits(network, data.pixels[held_out], spec)
     targets = data.targets[held_out].numpy()
-    temperature = fit_temperature(logits, targets)
-    probs = softmax(logits, temperature)
+    calibrator = fit_calibrator(logits, targets)
+    probs = calibrator.probabilities(logits)
     p_malignant = probs[:, CLASSES.index("malignant")]
     threshold = screening_threshold(malignant, p_malignant, SCREENING_SENSITIVITY)
     balanced = balanced_threshold(malignant, p_malignant)
@@ -657,7 +657,7 @@ def validate_fine_tuned(network: torch.nn.Module, data: TrainingData, held_out: 
     judged = reliability({"pooled": pooled})
     judged["note"] = judged["note"].replace("cross-validated AUC", "held-out AUC")
     return {
-        "calibration": {"method": "temperature scaling on the held-out split's logits", "temperature": round(temperature, 4)},
+        "calibration": {"method": f"{calibrator.method} on the held-out split's logits", **calibrator.to_dict()},
         "threshold": {
             "malignant": threshold,
             "chosen_for": f"sensitivity >= {SCREENING_SENSITIVITY} for malignancy on the calibrated held-out split",

@@ -180,7 +180,7 @@ def test_training_on_lesion_centred_crops_serves_a_model_that_reads_images_by_wi
     batch = to_batch([gray], model.spec)
     with torch.inference_mode():
         window, _ = most_suspicious_window(model.network, torch.cat([batch, batch.flip(3)]), model.spec)
-        expected = torch.softmax(window.mean(dim=0, keepdim=True).double() / model.temperature, dim=1).numpy()
+        expected = model.image_calibration.calibrator.probabilities(window.mean(dim=0, keepdim=True).double().numpy())
     np.testing.assert_allclose(model.probabilities([gray]), expected, rtol=1e-6)
 
     # the out-of-fold logits record how they were read; read otherwise, they are read again, not reused

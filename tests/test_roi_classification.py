@@ -51,11 +51,13 @@ def test_the_fit_keeps_the_margin_ranked_best_and_a_threshold_reaching_the_scree
     assert pooled["auc_malignant_vs_benign"] == by_margin["1.0"]
     assert set(fitted["metrics"]["per_dataset"]) == {"busbra", "busi"}
     assert 0 < fitted["threshold"]["malignant"] <= fitted["threshold"]["balanced"] < 1
-    # the temperature is the one that fits these logits: another one predicts them worse
+    # the temperature is the one that fits these logits: another one predicts them worse; crops are of
+    # lesions (no normal among them), so no class bias is fitted
     logits = crops.logits[1.0]
     targets = np.array([CLASSES.index(label) for label in crops.labels])
     nll = lambda t: -np.log(np.exp(logits / t)[np.arange(400), targets] / np.exp(logits / t).sum(1)).mean()
     temperature = fitted["calibration"]["temperature"]
+    assert "class_bias" not in fitted["calibration"] and fitted["calibration"]["method"].startswith("temperature scaling on")
     assert nll(temperature) < nll(temperature * 1.5) and nll(temperature) < nll(temperature / 1.5)
 
 
@@ -82,7 +84,7 @@ def test_rois_are_labelled_with_their_own_calibration_and_threshold(shipped_card
     (roi,) = shipped.predict_rois([crop])
     expected = shipped.probabilities([crop], shipped.roi_calibration)[0]
     assert roi.probabilities["malignant"] == pytest.approx(expected[CLASSES.index("malignant")])
-    assert shipped.roi_calibration.temperature != shipped.temperature  # not the whole image's calibration
+    assert shipped.roi_calibration.calibrator != shipped.image_calibration.calibrator  # not the whole image's
     assert not np.allclose(expected, shipped.probabilities([crop])[0])
 
     def with_roi_threshold(threshold: float) -> Classifier:
