@@ -139,6 +139,11 @@ def test_training_writes_a_loadable_model_and_resumes(tmp_path, shared_data):
     assert set(card["metrics"]["pooled"]["ci95"]) == {"auc_malignant", "sensitivity", "specificity"}
     assert 0 <= card["metrics"]["saliency_localisation"]["pointing_game"] <= 1
     assert card["threshold"]["balanced"] > 0 and "low_confidence" in card["reliability"]
+    # every class among the out-of-fold images: a temperature and a bias per class, and the figures
+    # with each fold calibrated by the other's fit beside those calibrated by the fit on all
+    assert len(card["calibration"]["class_bias"]) == 3 and "bias per class" in card["calibration"]["method"]
+    cross_fitted = card["metrics"]["cross_fitted_calibration"]
+    assert 0 <= cross_fitted["ece_malignant"] <= 1 and 0 <= cross_fitted["auc_lesion"] <= 1
     model = Classifier.load(tmp_path / "weights", "branet-mg-resnet18")
     assert model.probabilities([np.zeros((64, 64), dtype=np.uint8)]).shape == (1, 3)
 
