@@ -5,7 +5,7 @@
 
 Both runs must share the modality, folds and seed (so the same images are held out by the same
 folds). Prints, per data set and pooled, each run's AUC (malignant vs benign, and malignant vs the
-rest) and the difference B - A with a 95% interval from a paired bootstrap over patient groups.
+rest, and lesion vs normal where there are normal images) and the difference B - A with a 95% interval from a paired bootstrap over patient groups.
 AUC needs no calibration, so the folds' raw logits are compared; with --members-a/-b N, the mean
 of the first N ensemble members' logits (`ml.train --members`), so that a run can be compared with
 its own first member. With --finished-folds, a run still training is compared on the folds both
@@ -24,15 +24,14 @@ from ml.datasets import CLASSES, load_samples
 from ml.metrics import paired_auc_difference
 from ml.train import member_dir
 
-MALIGNANT = CLASSES.index("malignant")
 
-
-def out_of_fold_p_malignant(run_dir: Path, n: int, folds: list[int], members: int) -> np.ndarray:
-    p = np.full(n, np.nan)
+def out_of_fold_probabilities(run_dir: Path, n: int, folds: list[int], members: int) -> np.ndarray:
+    """(n, classes) uncalibrated probabilities of the images held out by `folds`, NaN elsewhere."""
+    p = np.full((n, len(CLASSES)), np.nan)
     for k in folds:
         saved = [np.load(member_dir(run_dir / f"fold{k}", member) / "out_of_fold.npz") for member in range(members)]
         logits = np.mean([member["logits"] for member in saved], axis=0)
-        p[saved[0]["held_out"]] = softmax(logits)[:, MALIGNANT]
+        p[saved[0]["held_out"]] = softmax(logits)
     return p
 
 
@@ -63,15 +62,15 @@ def main() -> None:
     labels = np.array([s.label for s in samples])
     groups = np.array([f"{s.dataset}/{s.group}" for s in samples])
     datasets = np.array([s.dataset for s in samples])
-    p_a = out_of_fold_p_malignant(args.run_a, len(samples), folds, args.members_a)
-    p_b = out_of_fold_p_malignant(args.run_b, len(samples), folds, args.members_b)
-    held_out = ~np.isnan(p_a)
+    p_a = out_of_fold_probabilities(args.run_a, len(samples), folds, args.members_a)
+    p_b = out_of_fold_probabilities(args.run_b, len(samples), folds, args.members_b)
+    held_out = ~np.isnan(p_a[:, 0])
     result = {"a": f"{args.run_a} ({args.members_a} members)", "b": f"{args.run_b} ({args.members_b} members)",
               "folds": folds, "n": int(held_out.sum()),
-              "pooled": paired_auc_difference(labels[held_out], groups[held_out], p_a[held_out], p_b[held_out])}
+              "pooled": paired_auc_difference(labels[held_out], groups[held_out], p_a[held_out], p_b[held_out], CLASSES)}
     for name in sorted(set(datasets)):
         chosen = held_out & (datasets == name)
-        result[name] = paired_auc_difference(labels[chosen], groups[chosen], p_a[chosen], p_b[chosen])
+        result[name] = paired_auc_difference(labels[chosen], groups[chosen], p_a[chosen], p_b[chosen], CLASSES)
     print(json.dumps(result, indent=2))
 
 

@@ -24,8 +24,6 @@ from ml.metrics import paired_auc_difference, report
 from ml.preprocess import InputSpec
 from ml.train import TrainingData, fold_network, predict_logits
 
-MALIGNANT = CLASSES.index("malignant")
-
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -52,8 +50,7 @@ def main() -> None:
     for name, p in probs.items():
         measured = report(labels, p, CLASSES, threshold=0.5)
         result[name] = {key: measured[key] for key in ("auc_malignant", "auc_malignant_vs_benign", "auc_lesion")}
-    result["window_minus_whole"] = paired_auc_difference(labels, groups, probs["whole"][:, MALIGNANT],
-                                                         probs["window"][:, MALIGNANT])
+    result["window_minus_whole"] = paired_auc_difference(labels, groups, probs["whole"], probs["window"], CLASSES)
     print(json.dumps(result, indent=2))
 
 

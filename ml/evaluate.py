@@ -115,7 +115,6 @@ def out_of_fold(modality: str, data_root: Path, run_dir: Path, folds: list[int],
             probs[setting].append(_probabilities(classifier, grays, setting, f"fold{k} screen_crop={setting}"))
     labels_array, groups_array, annotated_array = np.array(labels), np.array(groups), np.array(annotated)
     probabilities = {setting: np.concatenate(parts) for setting, parts in probs.items()}
-    malignant = CLASSES.index("malignant")
     result = {"folds": folds, "n": len(labels), "n_annotated": int(annotated_array.sum()),
               "limit_per_fold": limit, "as_screenshot": as_screenshot, "threshold": cv["threshold"]}
     for setting in settings:
@@ -128,7 +127,7 @@ def out_of_fold(modality: str, data_root: Path, run_dir: Path, folds: list[int],
         if setting != "off" and "off" in settings:  # the same images without cleaning: a paired comparison
             result[f"screen_crop_{setting}"]["paired_vs_off"] = {
                 part: paired_auc_difference(labels_array[chosen], groups_array[chosen],
-                                            probabilities["off"][chosen, malignant], p[chosen, malignant])
+                                            probabilities["off"][chosen], p[chosen], CLASSES)
                 for part, chosen in (("all", slice(None)), ("annotated", annotated_array))
             }
     return result

@@ -95,19 +95,25 @@ def bootstrap_intervals(
     }
 
 
-def _malignancy_aucs(labels: np.ndarray, p_malignant: np.ndarray) -> dict[str, float]:
+def _paired_aucs(labels: np.ndarray, probs: np.ndarray, classes: list[str], with_normals: bool) -> dict[str, float]:
     malignant, lesion = labels == MALIGNANT, labels != NORMAL
-    return {"malignant_vs_benign": roc_auc_score(malignant[lesion], p_malignant[lesion]),
+    p_malignant = probs[:, classes.index(MALIGNANT)]
+    aucs = {"malignant_vs_benign": roc_auc_score(malignant[lesion], p_malignant[lesion]),
             "malignant_vs_rest": roc_auc_score(malignant, p_malignant)}
+    if with_normals:
+        aucs["lesion_vs_normal"] = roc_auc_score(lesion, 1.0 - probs[:, classes.index(NORMAL)])
+    return aucs
 
 
-def paired_auc_difference(labels: Sequence[str], groups: Sequence[str], p_a: np.ndarray, p_b: np.ndarray,
-                          resamples: int = 1000, seed: int = 0) -> dict:
-    """Two predictions of P(malignant) for the same images (two models, or one model on two
-    versions of each image): each one's AUC, malignant vs benign and vs the rest, and the
-    difference B - A with a 95% interval from a paired bootstrap over whole groups."""
-    labels, groups = np.asarray(labels), np.asarray(groups)
-    a, b = _malignancy_aucs(labels, p_a), _malignancy_aucs(labels, p_b)
+def paired_auc_difference(labels: Sequence[str], groups: Sequence[str], probs_a: np.ndarray, probs_b: np.ndarray,
+                          classes: Sequence[str], resamples: int = 1000, seed: int = 0) -> dict:
+    """Two predictions (N, classes) for the same images (two models, or one model on two versions
+    of each image): each one's AUC, malignant vs benign and vs the rest, and lesion vs normal when
+    there are normal images, and the difference B - A with a 95% interval from a paired bootstrap
+    over whole groups."""
+    labels, groups, classes = np.asarray(labels), np.asarray(groups), list(classes)
+    with_normals = bool((labels == NORMAL).any())
+    a, b = _paired_aucs(labels, probs_a, classes, with_normals), _paired_aucs(labels, probs_b, classes, with_normals)
     unique = np.unique(groups)
     members = {g: np.flatnonzero(groups == g) for g in unique}
     rng = np.random.default_rng(seed)
@@ -115,9 +121,10 @@ def paired_auc_difference(labels: Sequence[str], groups: Sequence[str], p_a: np.
     for _ in range(resamples):
         idx = np.concatenate([members[g] for g in rng.choice(unique, len(unique))])
         drawn = set(labels[idx])
-        if MALIGNANT not in drawn or len(drawn - {NORMAL}) < 2:
+        if MALIGNANT not in drawn or len(drawn - {NORMAL}) < 2 or (with_normals and NORMAL not in drawn):
             continue
-        resampled_a, resampled_b = _malignancy_aucs(labels[idx], p_a[idx]), _malignancy_aucs(labels[idx], p_b[idx])
+        resampled_a = _paired_aucs(labels[idx], probs_a[idx], classes, with_normals)
+        resampled_b = _paired_aucs(labels[idx], probs_b[idx], classes, with_normals)
         for name, values in differences.items():
             values.append(resampled_b[name] - resampled_a[name])
     return {name: {"a": round(a[name], 4), "b": round(b[name], 4), "b_minus_a": round(b[name] - a[name], 4),

@@ -212,6 +212,7 @@ def test_training_on_lesion_centred_crops_serves_a_model_that_reads_images_by_wi
     measured = json.loads(compared.stdout)
     assert measured["n"] == 40 and measured["window_side"] == 24
     assert measured["window_minus_whole"]["malignant_vs_rest"]["b"] == round(measured["window"]["auc_malignant"], 4)
+    assert measured["window_minus_whole"]["lesion_vs_normal"]["b"] == round(measured["window"]["auc_lesion"], 4)
     from ml.calibration import softmax
     from ml.datasets import CLASSES, load_samples
     from ml.metrics import report
@@ -274,6 +275,8 @@ def test_an_ensemble_adds_members_to_a_finished_run_and_fine_tunes_member_by_mem
     whole = run_compare()
     assert whole.returncode == 0, whole.stderr
     assert json.loads(whole.stdout)["folds"] == [0, 1] and json.loads(whole.stdout)["n"] == 40
+    lesion = json.loads(whole.stdout)["pooled"]["lesion_vs_normal"]  # mini-MIAS has normal breasts
+    assert lesion["b_minus_a"] == pytest.approx(lesion["b"] - lesion["a"], abs=2e-4)  # three roundings to 4 places
     (tmp_path / "run" / "fold1" / "member1" / "out_of_fold.npz").unlink()
     unfinished = run_compare()
     assert unfinished.returncode == 1 and "only folds [0] of 2 are finished in both runs" in unfinished.stderr
