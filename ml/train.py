@@ -5,8 +5,9 @@
 
 1. Patient-grouped, label-stratified K-fold cross-validation (a group/patient never straddles
    folds): one network per fold, its predictions on the held-out fold kept (out-of-fold).
-2. Temperature scaling with a bias per class (ml.calibration) fitted on the out-of-fold logits; the malignancy threshold chosen on the
-   calibrated out-of-fold probabilities for screening (sensitivity >= 0.95).
+2. Temperature scaling with a bias per class (ml.calibration) fitted on the out-of-fold logits;
+   the malignancy threshold chosen on the calibrated out-of-fold probabilities for screening
+   (sensitivity >= 0.95).
 3. The shipped network: the same recipe on all images; its card carries the cross-validated
    metrics with group-bootstrap 95% intervals, the calibration and the threshold.
 
@@ -126,7 +127,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.members < 1:
         parser.error(f"--members must be at least 1, not {args.members}")
     if args.init is not None and args.fine_tune is not None:
-        parser.error("--init starts a model from scratch's recipe; --fine-tune already starts from its parent")
+        parser.error("--init and --fine-tune both say where training starts: give one of them")
     return args
 
 

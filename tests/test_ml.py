@@ -319,7 +319,7 @@ def test_init_starts_every_network_from_another_model_and_the_card_says_which(tm
 
     both = run_module(*common, "--init", str(parent_weights), "--fine-tune", str(parent_weights),
                       "--run-dir", str(tmp_path / "refused"), "--weights-dir", str(tmp_path / "refused"))
-    assert both.returncode == 2 and "--init starts a model" in both.stderr
+    assert both.returncode == 2 and "--init and --fine-tune both say where training starts" in both.stderr
     assert not (tmp_path / "refused").exists()
 
 
