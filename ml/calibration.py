@@ -63,9 +63,8 @@ def fit_calibrator(logits: np.ndarray, targets: np.ndarray) -> Calibrator:
     return Calibrator(float(1 / result.x[0]), bias)
 
 
-def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    scaled = logits / temperature
-    scaled = scaled - scaled.max(axis=1, keepdims=True)
+def softmax(logits: np.ndarray) -> np.ndarray:
+    scaled = logits - logits.max(axis=1, keepdims=True)
     exp = np.exp(scaled)
     return exp / exp.sum(axis=1, keepdims=True)
 

@@ -33,7 +33,7 @@ def test_without_every_class_only_the_temperature_is_fitted_and_it_is_the_best_o
     logits, targets = true_logits[lesions] * 3, targets[lesions]
     calibrator = fit_calibrator(logits, targets)
     assert calibrator.bias == () and calibrator.method == "temperature scaling"
-    nll = lambda t: -np.log(softmax(logits, t)[np.arange(len(targets)), targets]).mean()
+    nll = lambda t: -np.log(softmax(logits / t)[np.arange(len(targets)), targets]).mean()
     assert calibrator.temperature == pytest.approx(3.0, rel=0.1)
     assert nll(calibrator.temperature) < min(nll(calibrator.temperature * 1.2), nll(calibrator.temperature / 1.2))
 
@@ -45,8 +45,8 @@ def test_a_card_section_round_trips_and_one_without_biases_is_temperature_scalin
     assert section == {"method": "temperature scaling with a bias per class", "temperature": 1.5,
                        "class_bias": [0.0, -1.25, 0.5]}
     assert Calibrator.from_dict(section) == calibrator
-    np.testing.assert_allclose(Calibrator.from_dict({"temperature": 2.0}).probabilities(logits), softmax(logits, 2.0))
-    assert not np.allclose(calibrator.probabilities(logits), softmax(logits, 1.5))
+    np.testing.assert_allclose(Calibrator.from_dict({"temperature": 2.0}).probabilities(logits), softmax(logits / 2.0))
+    assert not np.allclose(calibrator.probabilities(logits), softmax(logits / 1.5))
 
 
 def test_the_temperature_stays_within_its_bounds_for_logits_that_say_nothing():
