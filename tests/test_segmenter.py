@@ -10,7 +10,7 @@ from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncode
 
 from ml.errors import ModelUnavailable
 from ml.segmenter.build import build_branet_sam_small, load_segmenter
-from ml.segmenter.evaluate import _dice, _iou
+from ml.segmenter.evaluate import ImageOutcome, _dice, _iou, summary
 from ml.segmenter.roi import RoiSettings, Segmenter, rois_from_probability
 
 GRAY = np.random.default_rng(0).integers(0, 256, (90, 120), dtype=np.uint8)
@@ -98,6 +98,23 @@ def test_overlap_measures():
     assert _iou(a, b) == pytest.approx(30 / 70)
     assert _dice(a, b) == pytest.approx(60 / 100)
     assert _iou(np.zeros_like(a), np.zeros_like(a)) == 1.0
+
+
+def test_outcomes_count_detections_false_rois_and_roi_on_lesion_free_images():
+    lesions = np.zeros((20, 20), np.int32)
+    lesions[2:6, 2:6], lesions[12:18, 12:18] = 1, 2
+    found, stray = lesions == 1, np.zeros((20, 20), bool)
+    stray[0:2, 15:20] = True
+    outcome = ImageOutcome.of([found, stray], lesions)  # one lesion found, one missed, one stray ROI
+    assert (outcome.lesions, outcome.detected, outcome.false_rois) == (2, 1, 1)
+    assert outcome.dice == pytest.approx(2 * 16 / (26 + 52))
+    clean = ImageOutcome.of([], np.zeros((20, 20), np.int32))
+    flagged = ImageOutcome.of([stray], np.zeros((20, 20), np.int32))
+    result = summary([outcome, clean, flagged], [0.01, 0.02, 0.03])
+    assert result["detection_rate"] == 0.5
+    assert result["false_rois_per_image"] == pytest.approx(round(2 / 3, 4))
+    assert (result["lesion_free_images"], result["lesion_free_with_roi"]) == (2, 0.5)
+    assert result["dice"] == pytest.approx(round(outcome.dice, 4)) and result["ms_per_image"] == 20.0
 
 
 def test_embeddings_are_cached_by_content_and_bounded():

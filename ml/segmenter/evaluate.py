@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
@@ -43,42 +44,64 @@ def predicted_masks(segmenter: Segmenter, gray: np.ndarray, lesions: np.ndarray,
     return predicted
 
 
-def evaluate(segmenter: Segmenter, samples: list[Sample], prompt: str,
-             settings: RoiSettings = DEFAULT_SETTINGS) -> dict:
-    """`n`, mean `dice` and `iou` over lesion images (masks unioned), `detection_rate`,
-    `false_rois_per_image`, `lesion_free_with_roi` (the share of images without a lesion that get
-    any ROI: there should be none) and `ms_per_image`. Box prompts are each lesion's ground-truth box,
-    point prompts each lesion's centre point; automatic mode uses no prompt at all."""
-    dice, iou, detected, lesions_total, false_rois, elapsed = [], [], 0, 0, 0, []
-    lesion_free_with_roi = []
-    for sample in tqdm(samples, desc=f"segment ({prompt})"):
-        gray = load_gray(sample.path)
-        truth = lesion_mask(sample, gray.shape) > 127
-        labelled, count = ndimage.label(truth)
-        started = time.perf_counter()
-        predicted = predicted_masks(segmenter, gray, labelled, prompt, settings)
-        elapsed.append(time.perf_counter() - started)
+@dataclass(frozen=True)
+class ImageOutcome:
+    """What one image's predicted masks scored against its lesions (`lesions`: connected
+    components numbered from 1)."""
+    lesions: int
+    detected: int  # lesions overlapped by a predicted mask with IoU >= 0.5
+    false_rois: int  # predicted masks overlapping no lesion that well
+    dice: float | None  # of the masks' union against all lesions; None without a lesion
+    iou: float | None
+
+    @classmethod
+    def of(cls, predicted: list[np.ndarray], lesions: np.ndarray) -> "ImageOutcome":
+        truth = lesions > 0
+        count = int(lesions.max())
         union = np.logical_or.reduce(predicted) if predicted else np.zeros_like(truth)
-        matched = set()
+        matched, detected = set(), 0
         for lesion in range(1, count + 1):
-            hits = [k for k, mask in enumerate(predicted) if _iou(mask, labelled == lesion) >= 0.5]
+            hits = [k for k, mask in enumerate(predicted) if _iou(mask, lesions == lesion) >= 0.5]
             detected += bool(hits)
             matched.update(hits)
-        lesions_total += count
-        false_rois += len(predicted) - len(matched)
-        if count:
-            dice.append(_dice(union, truth))
-            iou.append(_iou(union, truth))
-        else:
-            lesion_free_with_roi.append(bool(predicted))
+        return cls(lesions=count, detected=detected, false_rois=len(predicted) - len(matched),
+                   dice=_dice(union, truth) if count else None, iou=_iou(union, truth) if count else None)
+
+    @property
+    def any_roi(self) -> bool:
+        return self.detected + self.false_rois > 0
+
+
+def summary(outcomes: list[ImageOutcome], seconds: list[float]) -> dict:
+    """`n`, mean `dice` and `iou` over lesion images (masks unioned), `detection_rate`,
+    `false_rois_per_image`, `lesion_free_with_roi` (the share of images without a lesion that get
+    any ROI: there should be none) and `ms_per_image` (median)."""
+    with_lesion = [o for o in outcomes if o.lesions]
+    lesion_free = [o.any_roi for o in outcomes if not o.lesions]
+    lesions_total = sum(o.lesions for o in outcomes)
     return {
-        "n": len(samples),
-        "lesion_images": len(dice),
-        "dice": round(float(np.mean(dice)), 4) if dice else None,
-        "iou": round(float(np.mean(iou)), 4) if iou else None,
-        "detection_rate": round(detected / lesions_total, 4) if lesions_total else None,
-        "false_rois_per_image": round(false_rois / len(samples), 4) if samples else None,
-        "lesion_free_images": len(lesion_free_with_roi),
-        "lesion_free_with_roi": round(float(np.mean(lesion_free_with_roi)), 4) if lesion_free_with_roi else None,
-        "ms_per_image": round(1000 * float(np.median(elapsed)), 1) if elapsed else None,
+        "n": len(outcomes),
+        "lesion_images": len(with_lesion),
+        "dice": round(float(np.mean([o.dice for o in with_lesion])), 4) if with_lesion else None,
+        "iou": round(float(np.mean([o.iou for o in with_lesion])), 4) if with_lesion else None,
+        "detection_rate": round(sum(o.detected for o in outcomes) / lesions_total, 4) if lesions_total else None,
+        "false_rois_per_image": round(sum(o.false_rois for o in outcomes) / len(outcomes), 4) if outcomes else None,
+        "lesion_free_images": len(lesion_free),
+        "lesion_free_with_roi": round(float(np.mean(lesion_free)), 4) if lesion_free else None,
+        "ms_per_image": round(1000 * float(np.median(seconds)), 1) if seconds else None,
     }
+
+
+def evaluate(segmenter: Segmenter, samples: list[Sample], prompt: str,
+             settings: RoiSettings = DEFAULT_SETTINGS) -> dict:
+    """`summary` of `prompt` on `samples`. Box prompts are each lesion's ground-truth box, point
+    prompts each lesion's centre point; automatic mode uses no prompt at all."""
+    outcomes, seconds = [], []
+    for sample in tqdm(samples, desc=f"segment ({prompt})"):
+        gray = load_gray(sample.path)
+        lesions, _ = ndimage.label(lesion_mask(sample, gray.shape) > 127)
+        started = time.perf_counter()
+        predicted = predicted_masks(segmenter, gray, lesions, prompt, settings)
+        seconds.append(time.perf_counter() - started)
+        outcomes.append(ImageOutcome.of(predicted, lesions))
+    return summary(outcomes, seconds)

@@ -1,0 +1,58 @@
+"""The automatic mode's ROI gate (smallest area, smallest mean lesion probability) swept on the held-out
+fold of a segmenter's split: the images it was not trained on. Each image's no-prompt lesion
+probability is computed once; every gate is then scored on the same maps.
+
+    PYTHONPATH=. python benchmarks/roi_gate.py runs/mammography-segmenter-s0/weights --modality mammography --seed 0
+
+The folder holds the segmenter's weights and card; `--seed` names the split it was trained with (its
+card's command), whose fold 0 is held out. Prints one JSON line per gate.
+"""
+import argparse
+import json
+from pathlib import Path
+
+from scipy import ndimage
+from tqdm import tqdm
+
+from ml.cards import MODALITIES, SEGMENTER_MODELS, read_card, verified_weights_path
+from ml.datasets import grouped_folds, lesion_mask, load_gray, load_samples
+from ml.segmenter.build import load_segmenter
+from ml.segmenter.evaluate import ImageOutcome, summary
+from ml.segmenter.roi import RoiSettings, Segmenter, rois_from_probability
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("weights_dir", type=Path)
+    parser.add_argument("--modality", choices=MODALITIES, required=True)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--data-root", type=Path, default=Path("../shared/data"))
+    parser.add_argument("--min-areas", default="0.0002,0.0005,0.001,0.002")
+    parser.add_argument("--confidences", default="0.5,0.6,0.7,0.8,0.9")
+    args = parser.parse_args()
+
+    card = read_card(args.weights_dir, SEGMENTER_MODELS[args.modality])
+    segmenter = Segmenter(load_segmenter(card["architecture"], verified_weights_path(args.weights_dir, card),
+                                         card["build"]))
+    samples = load_samples(args.data_root, args.modality)
+    _, held_out = grouped_folds(samples, 5, args.seed)[0]
+    images = []
+    for sample in tqdm([samples[i] for i in held_out if samples[i].has_outline], desc="lesion probability"):
+        gray = load_gray(sample.path)
+        lesions, _ = ndimage.label(lesion_mask(sample, gray.shape) > 127)
+        images.append((sample.dataset, segmenter.probability(gray), lesions))
+    for min_area in map(float, args.min_areas.split(",")):
+        for confidence in map(float, args.confidences.split(",")):
+            gate = RoiSettings(min_area_fraction=min_area, confidence_threshold=confidence)
+            outcomes = {}
+            for dataset, probability, lesions in images:
+                predicted = [roi.mask for roi in rois_from_probability(probability, gate)]
+                outcomes.setdefault(dataset, []).append(ImageOutcome.of(predicted, lesions))
+            for dataset, scored in sorted(outcomes.items()):
+                result = {key: value for key, value in summary(scored, []).items() if key != "ms_per_image"}
+                print(json.dumps({"dataset": dataset, "min_area_fraction": min_area,
+                                  "confidence_threshold": confidence, **result}))
+
+
+if __name__ == "__main__":
+    main()
