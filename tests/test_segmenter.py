@@ -162,3 +162,39 @@ def test_a_mirrored_image_and_prompt_get_the_mirrored_answer(prompt):
     probability = segmenter.probability(GRAY, box=box, points=points, labels=prompt.get("labels"))
     assert np.allclose(segmenter.probability(mirrored, **mirrored_prompt)[:, ::-1], probability, atol=1e-5)
     assert segmenter.cached_images() == 2  # the image and its mirror image, each encoded once
+
+
+def test_training_can_start_from_another_segmenter_and_the_card_says_which(tmp_path, shared_data):
+    import json
+    import subprocess
+    import sys
+
+    from tests.test_ml import REPO_ROOT, mias_subset
+
+    data_root = mias_subset(tmp_path, shared_data)
+
+    def train(name: str, *extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "ml.segmenter.train", "--modality", "mammography",
+                               "--data-root", str(data_root), "--epochs", "1", "--size", "64", "--batch-size", "8",
+                               "--run-dir", str(tmp_path / name), "--weights-dir", str(tmp_path / name), *extra],
+                              cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+
+    parent = train("parent")
+    assert parent.returncode == 0, parent.stderr
+    parent_weights = tmp_path / "parent" / "branet-mg-sam-small.pt"
+    # another seed and a learning rate too small to move a weight, at another input size
+    child = train("child", "--seed", "1", "--lr", "1e-12", "--size", "96", "--init", str(parent_weights))
+    assert child.returncode == 0, child.stderr
+    start = torch.load(parent_weights, weights_only=True)
+    trained = torch.load(tmp_path / "child" / "branet-mg-sam-small.pt", weights_only=True)
+    assert trained.keys() == start.keys()
+    # the learnt weights (batch normalisation's running statistics move in training whatever the rate)
+    for key, _ in build_branet_sam_small(img_size=64).named_parameters():
+        torch.testing.assert_close(trained[key].float(), start[key].float(), atol=2e-3, rtol=0)
+    card = json.loads((tmp_path / "child" / "branet-mg-sam-small.json").read_text())
+    assert card["training"]["initialised_from"]["sha256"] == json.loads(
+        (tmp_path / "parent" / "branet-mg-sam-small.json").read_text())["sha256"]
+    assert f"--init {parent_weights}" in card["training"]["command"] and card["build"]["img_size"] == 96
+
+    wider = train("wider", "--encoder-widths", "8,16,32,64", "--init", str(parent_weights))
+    assert wider.returncode != 0 and "is not a segmenter of these encoder widths" in wider.stderr

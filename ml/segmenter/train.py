@@ -24,12 +24,13 @@ from ml.augment import ROTATION_DEGREES, SHIFT, ZOOM, photometric
 from ml.cards import SEGMENTER_MODELS, provenance, write_card
 from ml.checkpoints import add_common_arguments, resume, save_checkpoint, settings_of
 from ml.datasets import grouped_folds, load_samples
-from ml.segmenter.build import build_branet_sam_small
+from ml.errors import ModelUnavailable
+from ml.segmenter.build import build_branet_sam_small, load_segmenter
 from ml.segmenter.data import PreparedImage, lesion_boxes, prepare
 from ml.segmenter.encoder import ENCODER_WIDTHS
 from ml.segmenter.evaluate import evaluate
 from ml.segmenter.roi import Segmenter
-from ml.train import compact_state
+from ml.train import compact_state, initialised_from, parent_card
 
 log = logging.getLogger("ml.segmenter.train")
 
@@ -40,6 +41,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--encoder-widths", type=_widths, default=ENCODER_WIDTHS,
                         help="channels of the image encoder's stem and three stages, comma-separated "
                         f"(default {','.join(map(str, ENCODER_WIDTHS))})")
+    parser.add_argument("--init", type=Path, metavar="WEIGHTS",
+                        help="start from another segmenter trained here (e.g. the ultrasound one), checked "
+                        "against its card; its encoder widths must be these")
     return parser.parse_args(argv)
 
 
@@ -113,6 +117,13 @@ def train(args: argparse.Namespace, images: list[PreparedImage], run_dir: Path):
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
     model = build_branet_sam_small(img_size=args.size, encoder_widths=args.encoder_widths)
+    if args.init is not None:
+        # No weight's shape depends on the input size: a model trained at another size loads.
+        parent = parent_card(args.init)
+        try:
+            model.load_state_dict(load_segmenter(parent["architecture"], args.init, parent["build"]).state_dict())
+        except (ModelUnavailable, RuntimeError) as error:
+            raise SystemExit(f"--init {args.init} is not a segmenter of these encoder widths: {error}") from None
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     steps = args.epochs * ((len(images) + args.batch_size - 1) // args.batch_size)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=args.lr, total_steps=steps, pct_start=0.1)
@@ -214,7 +225,9 @@ def main(argv: list[str] | None = None) -> None:
             "from_scratch": True,
             "command": f"python -m ml.segmenter.train --modality {args.modality} --epochs {args.epochs} "
             f"--size {args.size} --batch-size {args.batch_size} --seed {args.seed} "
-            f"--encoder-widths {','.join(map(str, args.encoder_widths))}",
+            f"--lr {args.lr} --encoder-widths {','.join(map(str, args.encoder_widths))}"
+            f"{f' --init {args.init}' if args.init else ''}",
+            **({"initialised_from": initialised_from(args.init)} if args.init else {}),
             "prompts": "none (all lesions), box around one lesion (jittered), 1-3 positive and 0-2 negative clicks",
             "augmentation": f"mirror, rotation within {ROTATION_DEGREES} degrees, zoom {ZOOM[0]}-{ZOOM[1]}, shift "
             f"within {SHIFT:.0%}; gain, contrast, gamma and speckle",
