@@ -270,6 +270,8 @@ class ModelCardSchema(StrictSchema):
     thresholds = fields.Dict(keys=fields.String(), values=fields.Float(),
                              metadata={"description": "classifiers only: threshold per operating point"})
     low_confidence = fields.Boolean(metadata={"description": "classifiers only"})
+    automatic_rois = fields.Boolean(metadata={"description": "segmenters only: whether it finds ROIs without a "
+                                              "prompt (extract_roi); false: it answers ROI corrections only"})
     metrics = fields.Dict(required=True)
     intended_use = fields.String(required=True)
     served = fields.Boolean(required=True, metadata={"description": "whether analyses use this model now"})

@@ -4,7 +4,7 @@
 
 Prints a table and writes JSON: time from process start to /v1/ready, resident memory per worker
 with all models loaded, end-to-end latency (median, p95) for a classification-only analysis, one
-with saliency, one with ROI extraction and an ROI correction, throughput with 1, 2, 4 and 8
+with saliency, one with ROI extraction, an ROI correction (and one on a mammogram), throughput with 1, 2, 4 and 8
 concurrent clients, and each model's inference time next to its arithmetic lower bound on this
 CPU (model FLOPs / measured float32 matrix-multiply rate).
 """
@@ -186,6 +186,11 @@ def main() -> None:
             box = {"box": {"x0": 60, "y0": 60, "x1": 200, "y1": 200}}
             correction = lambda: requests.post(f"{base}/v1/analyses/{analysis['id']}/roi", json=box, timeout=60)
             results["latency"]["roi_correction"] = latency(correction, args.requests)
+            # mammography's segmenter answers prompts only: a box around mdb001's circled finding
+            mammogram = post_analysis(base, MAMMOGRAM.read_bytes(), modality="mammography", saliency="none").json()
+            circle = {"box": {"x0": 169, "y0": 201, "x1": 366, "y1": 398}}
+            results["latency"]["roi_correction_mammography"] = latency(
+                lambda: requests.post(f"{base}/v1/analyses/{mammogram['id']}/roi", json=circle, timeout=60), args.requests)
             results["throughput"] = [throughput(base, images, clients, args.seconds) for clients in (1, 2, 4, 8)]
             results["rss_mb_per_worker_after"] = [round(rss_kib(pid) / 1024, 1) for pid in workers]
         finally:

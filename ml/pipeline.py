@@ -147,6 +147,16 @@ class ModalityModels:
     segmenter: Segmenter | None = None
     segmenter_card: dict | None = None
 
+    def check_finds_rois(self, modality: str) -> None:
+        """Raise FeatureUnavailable unless the segmenter finds lesions without a prompt. One whose
+        automatic mode failed its held-out validation (card: `automatic_rois` false) serves prompt
+        corrections only: its "no ROI found" would read as a breast without a finding."""
+        if self.segmenter is None:
+            raise FeatureUnavailable(f"no ROI segmenter is installed for {modality}")
+        if not (self.segmenter_card or {}).get("automatic_rois", True):
+            raise FeatureUnavailable(f"the {modality} segmenter finds no lesion without a prompt: it answers "
+                                     "only a box or clicks on a lesion (an ROI correction)")
+
 
 class Analyzer:
     """Holds each modality's models, loaded once per process."""
@@ -196,8 +206,8 @@ class Analyzer:
         if modality not in self.models:
             raise UnsupportedModality(f"modality must be one of {sorted(self.models)}, not {modality!r}")
         models = self.models[modality]
-        if options.extract_roi and models.segmenter is None:
-            raise FeatureUnavailable(f"no ROI segmenter is installed for {modality}")
+        if options.extract_roi:
+            models.check_finds_rois(modality)
         stage_ms: dict[str, float] = {}
 
         @contextmanager

@@ -175,3 +175,25 @@ def test_correction_of_an_unknown_analysis_is_404(client):
     response = client.post("/v1/analyses/00000000-0000-4000-8000-000000000000/roi",
                            json={"box": {"x0": 1, "y0": 1, "x1": 9, "y1": 9}})
     assert response.status_code == 404
+
+
+def test_mammography_rois_come_from_a_clinicians_prompt_only(client, mias_png):
+    # The mammography segmenter's automatic mode failed its held-out validation (card:
+    # automatic_rois false): asked to find ROIs it says so instead of "no ROI found".
+    refused = upload(client, mias_png, modality="mammography", extract_roi="true")
+    assert refused.status_code == 501 and refused.get_json()["error"]["code"] == "feature_unavailable"
+    assert "without a prompt" in refused.get_json()["error"]["message"]
+    assert record_count(client) == 0
+
+    created = upload(client, mias_png, modality="mammography", saliency="none").get_json()
+    x, y, r = 267.5, 299.5, 98.5  # mdb001's circled finding (mias/labels.csv)
+    box = {"x0": int(x - r), "y0": int(y - r), "x1": int(x + r), "y1": int(y + r)}
+    response = client.post(f"/v1/analyses/{created['id']}/roi", json={"box": box})
+    assert response.status_code == 201
+    roi = response.get_json()
+    mask = np.asarray(fetch_image(client, roi["images"][f"roi{roi['index']}_mask"])) > 0
+    rows, cols = np.indices(mask.shape)
+    circle = (cols - x) ** 2 + (rows - y) ** 2 <= r ** 2
+    assert (mask & circle).sum() / circle.sum() > 0.5 and (mask & ~circle).sum() < 0.5 * circle.sum()
+    assert roi["label"] in ("benign", "malignant") and roi["source"] == "correction"
+    assert client.get(f"/v1/analyses/{created['id']}").get_json()["rois"][-1]["index"] == roi["index"]

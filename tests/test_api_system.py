@@ -26,7 +26,9 @@ def test_models_lists_both_modalities_with_card_metrics(client):
     listed = client.get("/v1/models").get_json()["models"]
     models = {m["modality"]: m for m in listed if m["kind"] == "classifier"}
     assert set(models) == {"ultrasound", "mammography"}
-    assert any(m["kind"] == "segmenter" and m["modality"] == "ultrasound" for m in listed)
+    segmenters = {m["modality"]: m for m in listed if m["kind"] == "segmenter"}
+    assert segmenters["ultrasound"]["automatic_rois"] is True
+    assert segmenters["mammography"]["automatic_rois"] is False  # prompts only (README "Lesion segmenter")
     for model in models.values():
         assert model["version"] and 0 < model["threshold"] < 1
         assert "pooled" in model["metrics"]

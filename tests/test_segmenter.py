@@ -195,6 +195,8 @@ def test_training_can_start_from_another_segmenter_and_the_card_says_which(tmp_p
     assert card["training"]["initialised_from"]["sha256"] == json.loads(
         (tmp_path / "parent" / "branet-mg-sam-small.json").read_text())["sha256"]
     assert f"--init {parent_weights}" in card["training"]["command"] and card["build"]["img_size"] == 96
+    # an epoch-old model finds no held-out lesion without a prompt: its card says it serves prompts only
+    assert card["metrics"]["auto"]["detection_rate"] < 0.5 and card["automatic_rois"] is False
 
     wider = train("wider", "--encoder-widths", "8,16,32,64", "--init", str(parent_weights))
     assert wider.returncode != 0 and "is not a segmenter of these encoder widths" in wider.stderr

@@ -65,5 +65,5 @@ def _listed(card: dict, served: bool) -> dict:
                                   "balanced": card["threshold"]["balanced"]},
                       low_confidence=card["reliability"]["low_confidence"])
     else:
-        listed["kind"] = "segmenter"
+        listed.update(kind="segmenter", automatic_rois=card.get("automatic_rois", True))
     return listed

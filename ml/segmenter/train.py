@@ -34,6 +34,10 @@ from ml.train import compact_state, initialised_from, parent_card
 
 log = logging.getLogger("ml.segmenter.train")
 
+# A segmenter that finds fewer of the held-out lesions than this without a prompt would answer "no
+# ROI found" for most images with a finding: its card says so, and it serves prompts only.
+MIN_AUTOMATIC_DETECTION = 0.5
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m ml.segmenter.train", description=__doc__.split("\n")[0])
@@ -216,6 +220,7 @@ def main(argv: list[str] | None = None) -> None:
         "architecture": "branet_sam_small",
         "build": {"img_size": args.size, "encoder_widths": list(args.encoder_widths)},
         "input": {"img_size": args.size, "channels": "grayscale replicated to 3"},
+        "automatic_rois": (metrics["auto"]["detection_rate"] or 0) >= MIN_AUTOMATIC_DETECTION,
         "metrics": {
             "split": "validation on fold 0 of the 5-fold split grouped by patient/near-duplicate group "
             "(the classifier's fold 0); the shipped network is trained on the other four folds",
