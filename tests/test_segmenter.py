@@ -166,18 +166,15 @@ def test_a_mirrored_image_and_prompt_get_the_mirrored_answer(prompt):
 
 def test_training_can_start_from_another_segmenter_and_the_card_says_which(tmp_path, shared_data):
     import json
-    import subprocess
-    import sys
 
-    from tests.test_ml import REPO_ROOT, mias_subset
+    from tests.test_ml import mias_subset, run_module
 
     data_root = mias_subset(tmp_path, shared_data)
 
-    def train(name: str, *extra: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "ml.segmenter.train", "--modality", "mammography",
-                               "--data-root", str(data_root), "--epochs", "1", "--size", "64", "--batch-size", "8",
-                               "--run-dir", str(tmp_path / name), "--weights-dir", str(tmp_path / name), *extra],
-                              cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    def train(name: str, *extra: str):
+        return run_module("ml.segmenter.train", "--modality", "mammography", "--data-root", str(data_root),
+                          "--epochs", "1", "--size", "64", "--batch-size", "8", "--run-dir", str(tmp_path / name),
+                          "--weights-dir", str(tmp_path / name), *extra)
 
     parent = train("parent")
     assert parent.returncode == 0, parent.stderr
