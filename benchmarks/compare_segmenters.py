@@ -14,16 +14,15 @@ import numpy as np
 from scipy import ndimage
 from tqdm import tqdm
 
-from ml.cards import SEGMENTER_MODELS, read_card, verified_weights_path
+from ml.cards import SEGMENTER_MODELS
 from ml.datasets import grouped_folds, lesion_mask, load_gray, load_samples
-from ml.segmenter.build import load_segmenter
+from ml.segmenter.build import load_carded_segmenter
 from ml.segmenter.evaluate import PROMPTS, _dice, predicted_masks
 from ml.segmenter.roi import Segmenter
 
 
 def load(weights_dir: Path) -> Segmenter:
-    card = read_card(weights_dir, SEGMENTER_MODELS["ultrasound"])
-    return Segmenter(load_segmenter(card["architecture"], verified_weights_path(weights_dir, card), card["build"]))
+    return Segmenter(load_carded_segmenter(weights_dir, SEGMENTER_MODELS["ultrasound"])[0])
 
 
 def paired_mean_difference(groups: np.ndarray, a: np.ndarray, b: np.ndarray,

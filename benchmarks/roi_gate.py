@@ -14,9 +14,9 @@ from pathlib import Path
 from scipy import ndimage
 from tqdm import tqdm
 
-from ml.cards import MODALITIES, SEGMENTER_MODELS, read_card, verified_weights_path
+from ml.cards import MODALITIES, SEGMENTER_MODELS
 from ml.datasets import grouped_folds, lesion_mask, load_gray, load_samples
-from ml.segmenter.build import load_segmenter
+from ml.segmenter.build import load_carded_segmenter
 from ml.segmenter.evaluate import ImageOutcome, summary
 from ml.segmenter.roi import RoiSettings, Segmenter, rois_from_probability
 
@@ -31,9 +31,7 @@ def main() -> None:
     parser.add_argument("--confidences", default="0.5,0.6,0.7,0.8,0.9")
     args = parser.parse_args()
 
-    card = read_card(args.weights_dir, SEGMENTER_MODELS[args.modality])
-    segmenter = Segmenter(load_segmenter(card["architecture"], verified_weights_path(args.weights_dir, card),
-                                         card["build"]))
+    segmenter = Segmenter(load_carded_segmenter(args.weights_dir, SEGMENTER_MODELS[args.modality])[0])
     samples = load_samples(args.data_root, args.modality)
     _, held_out = grouped_folds(samples, 5, args.seed)[0]
     images = []

@@ -32,12 +32,12 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from benchmarks.load import free_port, rss_kib, worker_pids  # noqa: E402
-from ml.cards import MODALITY_MODELS, SEGMENTER_MODELS, read_card  # noqa: E402
+from ml.cards import MODALITY_MODELS, SEGMENTER_MODELS  # noqa: E402
 from ml.classifier import Classifier  # noqa: E402
 from ml.datasets import load_gray  # noqa: E402
 from ml.inference import tta_logits  # noqa: E402
 from ml.preprocess import to_batch  # noqa: E402
-from ml.segmenter.build import load_segmenter  # noqa: E402
+from ml.segmenter.build import load_carded_segmenter  # noqa: E402
 from ml.segmenter.roi import Segmenter  # noqa: E402
 
 DATA = Path(os.environ.get("BRANET_SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -141,9 +141,8 @@ def inference_costs(gflops_rate: float, grays: dict[str, np.ndarray]) -> list[di
     for modality, name in SEGMENTER_MODELS.items():
         if not (weights / f"{name}.json").exists():
             continue
-        card = read_card(weights, name)
-        segmenter = Segmenter(load_segmenter(card["architecture"], weights / card["weights_file"], card["build"]),
-                              cache_size=0)
+        model, card = load_carded_segmenter(weights, name)
+        segmenter = Segmenter(model, cache_size=0)
         gray = grays[modality]
         times = []
         for _ in range(15):

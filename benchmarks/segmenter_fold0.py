@@ -6,15 +6,14 @@ on), per data set and prompt kind, through SamPredictor.
 import json
 from pathlib import Path
 
-from ml.cards import read_card
+from ml.cards import SEGMENTER_MODELS
 from ml.datasets import grouped_folds, load_samples
-from ml.segmenter.build import load_segmenter
+from ml.segmenter.build import load_carded_segmenter
 from ml.segmenter.evaluate import PROMPTS, evaluate
 from ml.segmenter.roi import Segmenter
 
 weights = Path("weights")
-card = read_card(weights, "branet-us-sam-small")
-segmenter = Segmenter(load_segmenter(card["architecture"], weights / card["weights_file"], card["build"]))
+segmenter = Segmenter(load_carded_segmenter(weights, SEGMENTER_MODELS["ultrasound"])[0])
 samples = load_samples(Path("../shared/data"), "ultrasound")
 _, held_out = grouped_folds(samples, 5, 0)[0]
 validation = [samples[i] for i in held_out if samples[i].has_outline]

@@ -31,14 +31,14 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from ml.cards import MODALITIES, MODALITY_MODELS, SEGMENTER_MODELS, read_card, verified_weights_path
+from ml.cards import MODALITIES, MODALITY_MODELS, SEGMENTER_MODELS, read_card
 from ml.classifier import Classifier
 from ml.datasets import CLASSES, Sample, lesion_mask, load_gray, read_folder
 from ml.metrics import paired_auc_difference, report
 from ml.saliency import GRADCAM_LAYERS, SALIENCY_METHODS, Explainer, localisation_metrics
 from ml.screen import clean_scan
 from ml.screenshots import measured_scan, scanner_screenshot
-from ml.segmenter.build import load_segmenter
+from ml.segmenter.build import load_carded_segmenter
 from ml.segmenter.evaluate import PROMPTS
 from ml.segmenter.evaluate import evaluate as evaluate_segmenter
 from ml.segmenter.roi import Segmenter
@@ -134,8 +134,8 @@ def out_of_fold(modality: str, data_root: Path, run_dir: Path, folds: list[int],
 
 
 def segment(modality: str, prompt: str, folder: Path, weights_dir: Path) -> dict:
-    card = read_card(weights_dir, SEGMENTER_MODELS[modality])
-    segmenter = Segmenter(load_segmenter(card["architecture"], verified_weights_path(weights_dir, card), card["build"]))
+    model, card = load_carded_segmenter(weights_dir, SEGMENTER_MODELS[modality])
+    segmenter = Segmenter(model)
     samples = [s for s in read_folder(folder) if s.has_outline]
     return {"model": {"name": card["name"], "version": card["version"]}, "prompt": prompt,
             **evaluate_segmenter(segmenter, samples, prompt)}

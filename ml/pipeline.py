@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from ml import overlays
-from ml.cards import MODALITY_MODELS, SEGMENTER_MODELS, read_card, verified_weights_path
+from ml.cards import MODALITY_MODELS, SEGMENTER_MODELS
 from ml.classifier import Classifier, Prediction
 from ml.decision import MALIGNANT, decide
 from ml.errors import FeatureUnavailable, MLError, ModelUnavailable, UnsupportedModality
@@ -22,7 +22,7 @@ from ml.images import DecodedImage, decode, require_content
 from ml.risk import RiskCategory, birads_category
 from ml.saliency import GRADCAM_LAYERS, GRID_SIDE, Explainer, SaliencyMap
 from ml.screen import Box, clean_scan
-from ml.segmenter.build import load_segmenter
+from ml.segmenter.build import load_carded_segmenter, load_segmenter
 from ml.segmenter.roi import Roi, RoiSettings, Segmenter
 
 
@@ -184,10 +184,8 @@ class Analyzer:
                 entry.segmenter = Segmenter(load_segmenter(architecture, Path(checkpoint)))
                 entry.segmenter_card = {"name": f"sam-{architecture}", "version": Path(checkpoint).name}
             elif (Path(weights_dir) / f"{SEGMENTER_MODELS[modality]}.json").exists():
-                card = read_card(weights_dir, SEGMENTER_MODELS[modality])
-                weights = verified_weights_path(weights_dir, card)
-                entry.segmenter = Segmenter(load_segmenter(card["architecture"], weights, card["build"]))
-                entry.segmenter_card = card
+                model, entry.segmenter_card = load_carded_segmenter(weights_dir, SEGMENTER_MODELS[modality])
+                entry.segmenter = Segmenter(model)
             models[modality] = entry
         return cls(models)
 

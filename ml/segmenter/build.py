@@ -12,6 +12,7 @@ import torch
 from segment_anything import sam_model_registry
 from segment_anything.modeling import MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
 
+from ml.cards import read_card, verified_weights_path
 from ml.errors import ModelUnavailable
 from ml.segmenter.encoder import ENCODER_WIDTHS, ResNetImageEncoder
 
@@ -63,3 +64,10 @@ def load_segmenter(architecture: str, weights_path: Path, build: dict | None = N
     except (OSError, RuntimeError, KeyError) as error:
         raise ModelUnavailable(f"segmenter weights {weights_path} do not load: {error}") from None
     return model.eval()
+
+
+def load_carded_segmenter(weights_dir: Path, name: str) -> tuple[Sam, dict]:
+    """The segmenter whose card `name` sits in `weights_dir`, its weights checked against the
+    card's sha256, and that card."""
+    card = read_card(weights_dir, name)
+    return load_segmenter(card["architecture"], verified_weights_path(weights_dir, card), card["build"]), card
