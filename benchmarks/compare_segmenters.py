@@ -15,8 +15,9 @@ from scipy import ndimage
 from tqdm import tqdm
 
 from ml.cards import SEGMENTER_MODELS
-from ml.datasets import grouped_folds, lesion_mask, load_gray, load_samples
+from ml.datasets import lesion_mask, load_gray, load_samples
 from ml.segmenter.build import load_carded_segmenter
+from ml.segmenter.data import segmenter_split
 from ml.segmenter.evaluate import PROMPTS, _dice, predicted_masks
 from ml.segmenter.roi import Segmenter
 
@@ -49,10 +50,9 @@ def main() -> None:
     args = parser.parse_args()
     segmenters = {"a": load(args.weights_a), "b": load(args.weights_b)}
     samples = load_samples(args.data_root, "ultrasound")
-    _, held_out = grouped_folds(samples, 5, args.seed)[0]
     lesion_images = []
     dice = {(name, prompt): [] for name in segmenters for prompt in PROMPTS}
-    for sample in tqdm([samples[i] for i in held_out if samples[i].masks], desc="fold 0"):
+    for sample in tqdm(segmenter_split(samples, args.seed)[1], desc="fold 0"):
         gray = load_gray(sample.path)
         truth = lesion_mask(sample, gray.shape) > 127
         lesions, count = ndimage.label(truth)

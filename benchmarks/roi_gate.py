@@ -15,8 +15,9 @@ from scipy import ndimage
 from tqdm import tqdm
 
 from ml.cards import MODALITIES, SEGMENTER_MODELS
-from ml.datasets import grouped_folds, lesion_mask, load_gray, load_samples
+from ml.datasets import lesion_mask, load_gray, load_samples
 from ml.segmenter.build import load_carded_segmenter
+from ml.segmenter.data import segmenter_split
 from ml.segmenter.evaluate import ImageOutcome, summary
 from ml.segmenter.roi import RoiSettings, Segmenter, rois_from_probability
 
@@ -33,9 +34,8 @@ def main() -> None:
 
     segmenter = Segmenter(load_carded_segmenter(args.weights_dir, SEGMENTER_MODELS[args.modality])[0])
     samples = load_samples(args.data_root, args.modality)
-    _, held_out = grouped_folds(samples, 5, args.seed)[0]
     images = []
-    for sample in tqdm([samples[i] for i in held_out if samples[i].has_outline], desc="lesion probability"):
+    for sample in tqdm(segmenter_split(samples, args.seed)[1], desc="lesion probability"):
         gray = load_gray(sample.path)
         lesions, _ = ndimage.label(lesion_mask(sample, gray.shape) > 127)
         images.append((sample.dataset, segmenter.probability(gray), lesions))

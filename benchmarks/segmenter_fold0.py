@@ -7,16 +7,16 @@ import json
 from pathlib import Path
 
 from ml.cards import SEGMENTER_MODELS
-from ml.datasets import grouped_folds, load_samples
+from ml.datasets import load_samples
 from ml.segmenter.build import load_carded_segmenter
+from ml.segmenter.data import segmenter_split
 from ml.segmenter.evaluate import PROMPTS, evaluate
 from ml.segmenter.roi import Segmenter
 
 weights = Path("weights")
 segmenter = Segmenter(load_carded_segmenter(weights, SEGMENTER_MODELS["ultrasound"])[0])
 samples = load_samples(Path("../shared/data"), "ultrasound")
-_, held_out = grouped_folds(samples, 5, 0)[0]
-validation = [samples[i] for i in held_out if samples[i].has_outline]
+validation = segmenter_split(samples, 0)[1]
 for dataset in ("busbra", "busi"):
     for prompt in PROMPTS:
         result = evaluate(segmenter, [s for s in validation if s.dataset == dataset], prompt)

@@ -1,6 +1,7 @@
 """Segmenters through SamPredictor: our own small model and the official SAM architectures."""
 from __future__ import annotations
 
+import shutil
 from functools import partial
 
 import numpy as np
@@ -8,11 +9,15 @@ import pytest
 import torch
 from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
 
-from ml.errors import ModelUnavailable
-from ml.segmenter.build import build_branet_sam_small, load_segmenter
+from api.config import from_environment
+from ml.datasets import load_samples
+from ml.errors import ModelUnavailable, WeightsTampered
+from ml.segmenter.build import build_branet_sam_small, load_carded_segmenter, load_segmenter
+from ml.segmenter.data import segmenter_split
 from ml.segmenter.evaluate import ImageOutcome, _dice, _iou, summary
 from ml.segmenter.roi import RoiSettings, Segmenter, rois_from_probability
 
+WEIGHTS = from_environment()["WEIGHTS_DIR"]
 GRAY = np.random.default_rng(0).integers(0, 256, (90, 120), dtype=np.uint8)
 
 
@@ -55,6 +60,28 @@ def test_loader_refuses_unknown_architectures_and_foreign_state(tmp_path):
     with pytest.raises(ModelUnavailable):
         load_segmenter("vit_b", path)  # a small model's weights are no ViT checkpoint
     assert load_segmenter("branet_sam_small", path, {"img_size": 128}).image_encoder.img_size == 128
+
+
+def test_a_carded_segmenter_loads_only_the_weights_its_card_names(tmp_path):
+    for name in ("branet-mg-sam-small.json", "branet-mg-sam-small.pt"):
+        shutil.copy(WEIGHTS / name, tmp_path / name)
+    model, card = load_carded_segmenter(tmp_path, "branet-mg-sam-small")
+    assert card["modality"] == "mammography"
+    assert model.image_encoder.img_size == card["build"]["img_size"]
+    with open(tmp_path / "branet-mg-sam-small.pt", "ab") as weights:
+        weights.write(b"\0")
+    with pytest.raises(WeightsTampered):
+        load_carded_segmenter(tmp_path, "branet-mg-sam-small")
+
+
+def test_the_segmenter_split_keeps_women_apart_and_only_known_lesion_areas(shared_data):
+    samples = load_samples(shared_data, "mammography")
+    training, validation = segmenter_split(samples, 0)
+    assert not {s.group for s in training} & {s.group for s in validation}
+    assert all(s.has_outline for s in training + validation)
+    assert len(training) + len(validation) == sum(s.has_outline for s in samples) < len(samples)
+    assert any(s.label == "normal" for s in validation)
+    assert segmenter_split(samples, 1)[1] != validation
 
 
 def test_encoder_widths_in_the_card_build_the_network_the_weights_came_from(tmp_path):

@@ -9,13 +9,22 @@ from scipy import ndimage
 from segment_anything.utils.transforms import ResizeLongestSide
 from tqdm import tqdm
 
-from ml.datasets import Sample, lesion_mask, load_gray
+from ml.datasets import Sample, grouped_folds, lesion_mask, load_gray
 
 
 @dataclass
 class PreparedImage:
     pixels: np.ndarray  # (h, w) uint8, long side == img_size, as SamPredictor resizes
     lesions: np.ndarray  # (h, w) int32 connected-component labels of the lesion mask, 0 = none
+
+
+def segmenter_split(samples: list[Sample], seed: int) -> tuple[list[Sample], list[Sample]]:
+    """The images a segmenter trains on and those it is validated on: fold 0 of the patient-grouped
+    5-fold split with this seed held out. Both keep only images whose lesion area is known: a few
+    mini-MIAS calcifications have none, and can neither teach nor score an outline."""
+    train, held_out = grouped_folds(samples, 5, seed)[0]
+    return ([samples[i] for i in train if samples[i].has_outline],
+            [samples[i] for i in held_out if samples[i].has_outline])
 
 
 def resize_for_sam(gray: np.ndarray, img_size: int) -> np.ndarray:

@@ -23,10 +23,10 @@ from tqdm import tqdm
 from ml.augment import ROTATION_DEGREES, SHIFT, ZOOM, photometric
 from ml.cards import SEGMENTER_MODELS, provenance, write_card
 from ml.checkpoints import add_common_arguments, resume, save_checkpoint, settings_of
-from ml.datasets import grouped_folds, load_samples
+from ml.datasets import load_samples
 from ml.errors import ModelUnavailable
 from ml.segmenter.build import build_branet_sam_small, load_segmenter
-from ml.segmenter.data import PreparedImage, lesion_boxes, prepare
+from ml.segmenter.data import PreparedImage, lesion_boxes, prepare, segmenter_split
 from ml.segmenter.encoder import ENCODER_WIDTHS
 from ml.segmenter.evaluate import evaluate
 from ml.segmenter.roi import Segmenter
@@ -193,13 +193,10 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s",
                         handlers=[logging.StreamHandler(), logging.FileHandler(run_dir / "train.log")])
     samples = load_samples(args.data_root, args.modality)
-    train_idx, held_out = grouped_folds(samples, 5, args.seed)[0]
-    # Images whose lesion area is unknown (a few mini-MIAS calcifications) cannot teach outlines.
-    train_idx = [i for i in train_idx if samples[i].has_outline]
-    held_out = [i for i in held_out if samples[i].has_outline]
-    images = prepare([samples[i] for i in train_idx], args.size)
+    training, validation = segmenter_split(samples, args.seed)
+    images = prepare(training, args.size)
     model = train(args, images, run_dir)
-    segmenter, validation = Segmenter(model), [samples[i] for i in held_out]
+    segmenter = Segmenter(model)
     metrics = {prompt: evaluate(segmenter, validation, prompt) for prompt in ("auto", "box", "point")}
     metrics["per_dataset"] = {
         name: {prompt: evaluate(segmenter, [s for s in validation if s.dataset == name], prompt)
