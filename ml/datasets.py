@@ -77,11 +77,16 @@ def load_gray(path: Path) -> np.ndarray:
 
 
 def lesion_mask(sample: Sample, shape: tuple[int, int]) -> np.ndarray:
-    """(H, W) uint8 mask, 255 inside any lesion outline or circle of the sample, else 0."""
+    """(H, W) uint8 mask, 255 inside any lesion outline or circle of the sample, else 0.
+
+    Each mask file is binarised at half its own largest value, so that masks saved as 0/1 (as many
+    data sets ship them) or 0/65535 count as much as our 0/255 ones; an all-zero mask adds nothing."""
     mask = Image.new("L", (shape[1], shape[0]), 0)
     for path in sample.masks:
         with Image.open(path) as outline:
-            mask.paste(255, mask=outline.convert("L").resize(mask.size, Image.Resampling.NEAREST))
+            values = np.asarray(outline.convert("L").resize(mask.size, Image.Resampling.NEAREST))
+        if values.any():
+            mask.paste(255, mask=Image.fromarray(np.where(values > values.max() / 2, 255, 0).astype(np.uint8)))
     draw = ImageDraw.Draw(mask)
     for c in sample.circles:
         draw.ellipse((c.x - c.radius, c.y - c.radius, c.x + c.radius, c.y + c.radius), fill=255)

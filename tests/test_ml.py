@@ -13,11 +13,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from api.config import REPO_ROOT, from_environment
 from ml.cards import sha256_of
 from ml.classifier import Classifier
-from ml.datasets import load_gray
+from ml.datasets import Sample, lesion_mask, load_gray
 from ml.saliency import Explainer
 
 WEIGHTS = from_environment()["WEIGHTS_DIR"]
@@ -121,6 +122,24 @@ def test_evaluate_segment_counts_rois_on_images_without_a_lesion(tmp_path, share
     assert report["lesion_free_with_roi"] in (0.0, 0.3333, 0.6667, 1.0)
     assert report["false_rois_per_image"] * 9 >= report["lesion_free_with_roi"] * 3 - 1e-3  # each is a false ROI
     assert 0.0 < report["dice"] <= 1.0 and 0.0 <= report["detection_rate"] <= 1.0
+
+
+def test_a_lesion_mask_saved_as_0_1_or_16_bit_marks_the_same_lesion(tmp_path, shared_data):
+    original = shared_data / "busbra" / "masks" / "mask_0002-l.png"
+    ours = np.asarray(Image.open(original).convert("L")) > 127
+    encodings = {"zero_one.png": ours.astype(np.uint8), "sixteen_bit.png": ours.astype(np.uint16) * 65535,
+                 "empty.png": np.zeros_like(ours, dtype=np.uint8)}
+    for name, values in encodings.items():
+        Image.fromarray(values).save(tmp_path / name)
+
+    def mask_of(*names: str) -> np.ndarray:
+        sample = Sample(path=tmp_path / "image.png", label="benign", group="g", dataset="d",
+                        masks=tuple(tmp_path / name for name in names))
+        return lesion_mask(sample, ours.shape) > 127
+
+    assert ours.any() and np.array_equal(mask_of("zero_one.png"), ours)
+    assert np.array_equal(mask_of("sixteen_bit.png"), ours)
+    assert not mask_of("empty.png").any() and np.array_equal(mask_of("empty.png", "zero_one.png"), ours)
 
 
 def test_training_writes_a_loadable_model_and_resumes(tmp_path, shared_data):
