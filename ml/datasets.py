@@ -51,20 +51,26 @@ def _circles(field: str) -> tuple[Circle, ...]:
 
 
 def read_folder(folder: Path) -> list[Sample]:
-    """Samples listed in `folder/labels.csv` (`image`, `label`; `group` or `patient` if present)."""
+    """Samples listed in `folder/labels.csv` (`image`, `label`; `group` or `patient` if present).
+
+    A spreadsheet's byte-order mark and blanks around column names and file names are ignored."""
     folder = Path(folder)
     samples = []
-    with open(folder / "labels.csv", newline="") as handle:
-        for index, row in enumerate(csv.DictReader(handle)):
+    with open(folder / "labels.csv", newline="", encoding="utf-8-sig") as handle:
+        reader = csv.DictReader(handle, skipinitialspace=True)
+        reader.fieldnames = [name.strip() for name in reader.fieldnames or []]
+        if not {"image", "label"} <= set(reader.fieldnames):
+            raise ValueError(f"{folder / 'labels.csv'} needs the columns image and label; it has {reader.fieldnames}")
+        for index, row in enumerate(reader):
             group = row.get("group") or row.get("patient") or f"row{index}"
             samples.append(
                 Sample(
-                    path=folder / row["image"],
+                    path=folder / row["image"].strip(),
                     label=row["label"].strip().lower(),
                     group=f"{folder.name}:{group}",
                     dataset=folder.name,
                     excluded=row.get("label_conflict", "0") == "1",
-                    masks=tuple(folder / m for m in filter(None, (row.get("masks") or "").split(";"))),
+                    masks=tuple(folder / m.strip() for m in (row.get("masks") or "").split(";") if m.strip()),
                     circles=_circles(row.get("lesions", "")),
                 )
             )

@@ -18,7 +18,7 @@ from PIL import Image
 from api.config import REPO_ROOT, from_environment
 from ml.cards import sha256_of
 from ml.classifier import Classifier
-from ml.datasets import Sample, lesion_mask, load_gray
+from ml.datasets import Sample, lesion_mask, load_gray, read_folder
 from ml.saliency import Explainer
 
 WEIGHTS = from_environment()["WEIGHTS_DIR"]
@@ -140,6 +140,22 @@ def test_a_lesion_mask_saved_as_0_1_or_16_bit_marks_the_same_lesion(tmp_path, sh
     assert ours.any() and np.array_equal(mask_of("zero_one.png"), ours)
     assert np.array_equal(mask_of("sixteen_bit.png"), ours)
     assert not mask_of("empty.png").any() and np.array_equal(mask_of("empty.png", "zero_one.png"), ours)
+
+
+def test_a_labels_csv_saved_by_a_spreadsheet_reads_like_ours(tmp_path, shared_data):
+    ours = read_folder(shared_data / "busbra")[:3]
+    folder = tmp_path / "busbra"
+    folder.mkdir()
+    lines = ["image , label, masks ,group"] + [
+        f"{s.path.name} , {s.label.upper()}, {';'.join(m.relative_to(shared_data / 'busbra').as_posix() for m in s.masks)} ,"
+        f"{s.group.split(':', 1)[1]}" for s in ours]
+    (folder / "labels.csv").write_bytes(("\ufeff" + "\r\n".join(lines) + "\r\n").encode("utf-8"))
+    read = read_folder(folder)
+    assert [(s.path.name, s.label, s.group) for s in read] == [(s.path.name, s.label, s.group) for s in ours]
+    assert [[m.name for m in s.masks] for s in read] == [[m.name for m in s.masks] for s in ours]
+    (folder / "labels.csv").write_text("file,diagnosis\nx.png,benign\n")
+    with pytest.raises(ValueError, match="needs the columns image and label"):
+        read_folder(folder)
 
 
 def test_training_writes_a_loadable_model_and_resumes(tmp_path, shared_data):
