@@ -32,9 +32,8 @@ ZOOMS = (0.9, 1.12)  # within the zoom range the segmenter trained under
 def _zoom(image: np.ndarray, factor: float) -> np.ndarray:
     """`image` magnified by `factor` about its centre, at its own size."""
     centre = np.array(image.shape) / 2
-    zoomed = ndimage.affine_transform(image.astype(np.float32), np.eye(2) / factor,
-                                      offset=centre - centre / factor, order=1, mode="nearest")
-    return zoomed
+    return ndimage.affine_transform(image.astype(np.float32), np.eye(2) / factor,
+                                    offset=centre - centre / factor, order=1, mode="nearest")
 
 
 def box_reprompt(segmenter: Segmenter, gray: np.ndarray) -> list[np.ndarray]:
