@@ -21,6 +21,12 @@ SEGMENTER_MODELS = {
 }
 
 
+def finds_rois_without_prompt(segmenter_card: dict) -> bool:
+    """Whether a segmenter's automatic mode passed its held-out validation (`ml.segmenter.train`
+    writes `automatic_rois`); a card without the field, from before it was written, finds ROIs."""
+    return segmenter_card.get("automatic_rois", True)
+
+
 LICENCES = {
     "busbra": "BUS-BRA dataset licence (permissive, MIT-style); cite Gomez-Flores et al., "
     "Medical Physics 2023",

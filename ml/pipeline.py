@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from ml import overlays
-from ml.cards import MODALITY_MODELS, SEGMENTER_MODELS
+from ml.cards import MODALITY_MODELS, SEGMENTER_MODELS, finds_rois_without_prompt
 from ml.classifier import Classifier, Prediction
 from ml.decision import MALIGNANT, decide
 from ml.errors import FeatureUnavailable, MLError, ModelUnavailable, UnsupportedModality
@@ -153,7 +153,7 @@ class ModalityModels:
         corrections only: its "no ROI found" would read as a breast without a finding."""
         if self.segmenter is None:
             raise FeatureUnavailable(f"no ROI segmenter is installed for {modality}")
-        if not (self.segmenter_card or {}).get("automatic_rois", True):
+        if not finds_rois_without_prompt(self.segmenter_card or {}):
             raise FeatureUnavailable(f"the {modality} segmenter finds no lesion without a prompt: it answers "
                                      "only a box or clicks on a lesion (an ROI correction)")
 

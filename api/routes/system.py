@@ -6,6 +6,7 @@ from flask import current_app
 from api.extensions import Blueprint
 from api.schemas import HealthSchema, ModelListSchema, ReadySchema
 from api.store import StoreError, get_store
+from ml.cards import finds_rois_without_prompt
 
 blp = Blueprint("system", __name__, url_prefix="/v1", description="Service status")
 
@@ -65,5 +66,5 @@ def _listed(card: dict, served: bool) -> dict:
                                   "balanced": card["threshold"]["balanced"]},
                       low_confidence=card["reliability"]["low_confidence"])
     else:
-        listed.update(kind="segmenter", automatic_rois=card.get("automatic_rois", True))
+        listed.update(kind="segmenter", automatic_rois=finds_rois_without_prompt(card))
     return listed
