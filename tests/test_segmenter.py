@@ -1,6 +1,7 @@
 """Segmenters through SamPredictor: our own small model and the official SAM architectures."""
 from __future__ import annotations
 
+import json
 import shutil
 from functools import partial
 
@@ -192,8 +193,6 @@ def test_a_mirrored_image_and_prompt_get_the_mirrored_answer(prompt):
 
 
 def test_training_can_start_from_another_segmenter_and_the_card_says_which(tmp_path, shared_data):
-    import json
-
     from tests.test_ml import mias_subset, run_module
 
     data_root = mias_subset(tmp_path, shared_data)
