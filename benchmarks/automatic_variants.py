@@ -36,10 +36,19 @@ def _zoom(image: np.ndarray, factor: float) -> np.ndarray:
                                     offset=centre - centre / factor, order=1, mode="nearest")
 
 
-def box_reprompt(segmenter: Segmenter, gray: np.ndarray) -> list[np.ndarray]:
+def served(segmenter: Segmenter, gray: np.ndarray, probability: np.ndarray) -> list[np.ndarray]:
+    """What `Segmenter.find_rois` answers: the ROIs of the no-prompt answer `probability`."""
+    return [roi.mask for roi in rois_from_probability(probability, RoiSettings())]
+
+
+def most_confident_only(segmenter: Segmenter, gray: np.ndarray, probability: np.ndarray) -> list[np.ndarray]:
+    return served(segmenter, gray, probability)[:1]
+
+
+def box_reprompt(segmenter: Segmenter, gray: np.ndarray, probability: np.ndarray) -> list[np.ndarray]:
     """Each automatic ROI replaced by the answer to its box, grown by `BOX_GROWTH` per side."""
     masks = []
-    for roi in segmenter.find_rois(gray):
+    for roi in rois_from_probability(probability, RoiSettings()):
         x0, y0, x1, y1 = roi.box
         grow_x, grow_y = BOX_GROWTH * (x1 - x0 + 1), BOX_GROWTH * (y1 - y0 + 1)
         box = np.array([max(0, x0 - grow_x), max(0, y0 - grow_y),
@@ -49,9 +58,9 @@ def box_reprompt(segmenter: Segmenter, gray: np.ndarray) -> list[np.ndarray]:
     return masks
 
 
-def zoom_average(segmenter: Segmenter, gray: np.ndarray) -> list[np.ndarray]:
+def zoom_average(segmenter: Segmenter, gray: np.ndarray, probability: np.ndarray) -> list[np.ndarray]:
     """ROIs of the mean answer for the image and for it zoomed by each of `ZOOMS`, mapped back."""
-    answers = [segmenter.probability(gray)]
+    answers = [probability]
     for factor in ZOOMS:
         zoomed = np.clip(_zoom(gray, factor), 0, 255).astype(np.uint8)
         answers.append(_zoom(segmenter.probability(zoomed), 1 / factor))
@@ -59,8 +68,8 @@ def zoom_average(segmenter: Segmenter, gray: np.ndarray) -> list[np.ndarray]:
 
 
 VARIANTS = {
-    "served": lambda segmenter, gray: [roi.mask for roi in segmenter.find_rois(gray)],
-    "most_confident_only": lambda segmenter, gray: [roi.mask for roi in segmenter.find_rois(gray)[:1]],
+    "served": served,
+    "most_confident_only": most_confident_only,
     "box_reprompt": box_reprompt,
     "zoom_average": zoom_average,
 }
@@ -78,8 +87,10 @@ def main() -> None:
     for sample in tqdm(segmenter_split(load_samples(args.data_root, args.modality), args.seed)[1]):
         gray = load_gray(sample.path)
         lesions, _ = ndimage.label(lesion_mask(sample, gray.shape) > 127)
+        probability = segmenter.probability(gray)  # the no-prompt answer every variant starts from
         for name, variant in VARIANTS.items():
-            outcomes.setdefault((name, sample.dataset), []).append(ImageOutcome.of(variant(segmenter, gray), lesions))
+            outcomes.setdefault((name, sample.dataset), []).append(
+                ImageOutcome.of(variant(segmenter, gray, probability), lesions))
     for (name, dataset), results in outcomes.items():
         print(json.dumps({"variant": name, "dataset": dataset, "seed": args.seed, **summary(results, [])}))
 
