@@ -53,7 +53,8 @@ def _circles(field: str) -> tuple[Circle, ...]:
 def read_folder(folder: Path) -> list[Sample]:
     """Samples listed in `folder/labels.csv` (`image`, `label`; `group` or `patient` if present).
 
-    A spreadsheet's byte-order mark and blanks around column names and file names are ignored."""
+    A spreadsheet's byte-order mark and blanks around column names and values are ignored, so a
+    `group` saved once as "p7" and once as "p7 " stays one woman."""
     folder = Path(folder)
     samples = []
     with open(folder / "labels.csv", newline="", encoding="utf-8-sig") as handle:
@@ -62,14 +63,14 @@ def read_folder(folder: Path) -> list[Sample]:
         if not {"image", "label"} <= set(reader.fieldnames):
             raise ValueError(f"{folder / 'labels.csv'} needs the columns image and label; it has {reader.fieldnames}")
         for index, row in enumerate(reader):
-            group = row.get("group") or row.get("patient") or f"row{index}"
+            group = (row.get("group") or "").strip() or (row.get("patient") or "").strip() or f"row{index}"
             samples.append(
                 Sample(
                     path=folder / row["image"].strip(),
                     label=row["label"].strip().lower(),
                     group=f"{folder.name}:{group}",
                     dataset=folder.name,
-                    excluded=row.get("label_conflict", "0") == "1",
+                    excluded=(row.get("label_conflict") or "0").strip() == "1",
                     masks=tuple(folder / m.strip() for m in (row.get("masks") or "").split(";") if m.strip()),
                     circles=_circles(row.get("lesions", "")),
                 )
