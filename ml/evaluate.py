@@ -74,9 +74,20 @@ def _as_screenshot(sample: Sample) -> np.ndarray:
     return scanner_screenshot(measured_scan(gray, lesion_mask(sample, gray.shape) > 127))
 
 
+def _require_files(folder: Path, samples: list[Sample], masks: bool) -> list[Sample]:
+    """`samples`, once every image (and, with `masks`, every mask) of theirs that labels.csv names
+    is found: a judge that skipped a missing file would score fewer images than it was given."""
+    missing = [path for s in samples for path in (s.path, *(s.masks if masks else ())) if not path.is_file()]
+    if missing:
+        shown = ", ".join(path.relative_to(folder).as_posix() for path in missing[:5])
+        raise SystemExit(f"{folder}/labels.csv lists {len(missing)} file(s) that are not in the folder: {shown}"
+                         + (", ..." if len(missing) > 5 else ""))
+    return samples
+
+
 def classify(modality: str, folder: Path, weights_dir: Path, screen_crop: bool = False) -> dict:
     classifier = Classifier.load(weights_dir, MODALITY_MODELS[modality])
-    samples = [s for s in read_folder(folder) if s.label in classifier.classes]
+    samples = _require_files(folder, [s for s in read_folder(folder) if s.label in classifier.classes], masks=False)
     if not samples:
         raise SystemExit(f"{folder}/labels.csv lists no image labelled one of {classifier.classes}")
     probs = _probabilities(classifier, [s.path for s in samples], screen_crop, "classify")
@@ -136,7 +147,7 @@ def out_of_fold(modality: str, data_root: Path, run_dir: Path, folds: list[int],
 def segment(modality: str, prompt: str, folder: Path, weights_dir: Path) -> dict:
     model, card = load_carded_segmenter(weights_dir, SEGMENTER_MODELS[modality])
     segmenter = Segmenter(model)
-    samples = [s for s in read_folder(folder) if s.has_outline]
+    samples = _require_files(folder, [s for s in read_folder(folder) if s.has_outline], masks=True)
     return {"model": {"name": card["name"], "version": card["version"]}, "prompt": prompt,
             **evaluate_segmenter(segmenter, samples, prompt)}
 
@@ -144,7 +155,7 @@ def segment(modality: str, prompt: str, folder: Path, weights_dir: Path) -> dict
 def saliency(modality: str, method: str, layer: str, folder: Path, weights_dir: Path) -> dict:
     """Pointing game and energy in mask of the shipped model on a folder with lesion outlines."""
     classifier = Classifier.load(weights_dir, MODALITY_MODELS[modality])
-    samples = read_folder(folder)
+    samples = _require_files(folder, read_folder(folder), masks=True)
     return {"model": {"name": classifier.name, "version": classifier.version}, "method": method,
             **({"layer": layer} if method == "gradcam" else {}),
             **localisation_metrics(Explainer.for_classifier(classifier), tqdm(samples, file=sys.stderr), method, layer)}

@@ -108,6 +108,22 @@ def test_evaluate_prints_the_metrics_json(tmp_path, shared_data):
     assert matrix.sum() == 12 and matrix.sum(axis=1).tolist() == [4, 4, 4]
 
 
+def test_evaluate_names_the_files_labels_csv_lists_but_the_folder_lacks(tmp_path, shared_data):
+    folder = tmp_path / "busi_subset"
+    rows = busi_subset_labels(shared_data, folder, per_label=1)
+    for row in rows[1:]:
+        (folder / row["image"]).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(shared_data / "busi" / row["image"], folder / row["image"])
+    for command in ("classify", "segment"):
+        result = run_module("ml.evaluate", command, "--modality", "ultrasound", "--weights-dir", str(WEIGHTS),
+                            str(folder))
+        assert result.returncode != 0 and "Traceback" not in result.stderr
+        # classify needs the images only; segment their masks too, none of which was copied
+        missing = 1 if command == "classify" else 1 + len(rows)
+        assert result.stderr.strip().endswith(f"lists {missing} file(s) that are not in the folder: "
+                                              + ", ".join([rows[0]["image"], *(r["masks"] for r in rows)][:missing]))
+
+
 def test_evaluate_segment_counts_rois_on_images_without_a_lesion(tmp_path, shared_data):
     folder = tmp_path / "busi_subset"
     for row in busi_subset_labels(shared_data, folder, per_label=3):
