@@ -192,7 +192,7 @@ def test_a_mirrored_image_and_prompt_get_the_mirrored_answer(prompt):
     assert segmenter.cached_images() == 2  # the image and its mirror image, each encoded once
 
 
-def test_training_can_start_from_another_segmenter_and_the_card_says_which(tmp_path, shared_data):
+def test_training_can_start_from_another_segmenter_and_the_card_says_which_and_how(tmp_path, shared_data):
     from tests.test_ml import mias_subset, run_module
 
     data_root = mias_subset(tmp_path, shared_data)
@@ -202,9 +202,12 @@ def test_training_can_start_from_another_segmenter_and_the_card_says_which(tmp_p
                           "--epochs", "1", "--size", "64", "--batch-size", "8", "--run-dir", str(tmp_path / name),
                           "--weights-dir", str(tmp_path / name), *extra)
 
-    parent = train("parent")
+    parent = train("parent", "--automatic-weight", "0.5")
     assert parent.returncode == 0, parent.stderr
     parent_weights = tmp_path / "parent" / "branet-mg-sam-small.pt"
+    parent_card = json.loads((tmp_path / "parent" / "branet-mg-sam-small.json").read_text())
+    assert parent_card["training"]["command"].endswith("--automatic-weight 0.5")
+    assert "no-prompt answer for every image, weight 0.5" in parent_card["training"]["prompts"]
     # another seed and a learning rate too small to move a weight, at another input size
     child = train("child", "--seed", "1", "--lr", "1e-12", "--size", "96", "--init", str(parent_weights))
     assert child.returncode == 0, child.stderr

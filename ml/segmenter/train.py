@@ -48,6 +48,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--init", type=Path, metavar="WEIGHTS",
                         help="start from another segmenter trained here (e.g. the ultrasound one), checked "
                         "against its card; its encoder widths must be these")
+    parser.add_argument("--automatic-weight", type=float, default=0.0,
+                        help="weight of a second, no-prompt answer for every image whose random prompt was "
+                        "a box or clicks: the automatic mode then learns from every image, not one in four")
     return parser.parse_args(argv)
 
 
@@ -117,6 +120,26 @@ def mask_loss(logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor,
     return bce + (dice if truth.any() else 0), iou.float()
 
 
+def prompt_loss(model, embedding: torch.Tensor, dense_pe: torch.Tensor, prompt: dict, target: np.ndarray,
+                size: int) -> torch.Tensor:
+    """Mask loss plus the IoU head's error for one image's embedding answering one prompt."""
+    points = None
+    if "points" in prompt:
+        coords, labels = prompt["points"]
+        points = (torch.from_numpy(coords)[None], torch.from_numpy(labels)[None])
+    box = torch.from_numpy(prompt["box"])[None] if "box" in prompt else None
+    sparse, dense = model.prompt_encoder(points=points, boxes=box, masks=None)
+    logits, iou_pred = model.mask_decoder(
+        image_embeddings=embedding, image_pe=dense_pe,
+        sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense, multimask_output=False,
+    )
+    padded = np.zeros((size, size), dtype=np.float32)
+    padded[: target.shape[0], : target.shape[1]] = target
+    small = F.adaptive_avg_pool2d(torch.from_numpy(padded)[None, None], size // 4)
+    segmentation, iou = mask_loss(logits, small)
+    return segmentation + F.mse_loss(iou_pred[0, 0], iou)
+
+
 def train(args: argparse.Namespace, images: list[PreparedImage], run_dir: Path):
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
@@ -140,7 +163,6 @@ def train(args: argparse.Namespace, images: list[PreparedImage], run_dir: Path):
         rng.bit_generator.state = raw["rng"]
         generator.set_state(raw["generator"])
         log.info("resuming after epoch %d", start_epoch)
-    low_res = args.size // 4
     for epoch in range(start_epoch, args.epochs):
         model.train()
         order = rng.permutation(len(images))
@@ -158,21 +180,10 @@ def train(args: argparse.Namespace, images: list[PreparedImage], run_dir: Path):
             loss = torch.zeros(())
             for i, lesion_map in enumerate(lesions):
                 prompt, target = sample_prompt(lesion_map, rng)
-                points = None
-                if "points" in prompt:
-                    coords, labels = prompt["points"]
-                    points = (torch.from_numpy(coords)[None], torch.from_numpy(labels)[None])
-                box = torch.from_numpy(prompt["box"])[None] if "box" in prompt else None
-                sparse, dense = model.prompt_encoder(points=points, boxes=box, masks=None)
-                logits, iou_pred = model.mask_decoder(
-                    image_embeddings=embeddings[i : i + 1], image_pe=dense_pe,
-                    sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense, multimask_output=False,
-                )
-                padded = np.zeros((args.size, args.size), dtype=np.float32)
-                padded[: target.shape[0], : target.shape[1]] = target
-                small = F.adaptive_avg_pool2d(torch.from_numpy(padded)[None, None], low_res)
-                segmentation, iou = mask_loss(logits, small)
-                loss = loss + segmentation + F.mse_loss(iou_pred[0, 0], iou)
+                loss = loss + prompt_loss(model, embeddings[i : i + 1], dense_pe, prompt, target, args.size)
+                if prompt and args.automatic_weight:
+                    loss = loss + args.automatic_weight * prompt_loss(
+                        model, embeddings[i : i + 1], dense_pe, {}, lesion_map > 0, args.size)
             loss = loss / len(chosen)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -228,9 +239,11 @@ def main(argv: list[str] | None = None) -> None:
             "command": f"python -m ml.segmenter.train --modality {args.modality} --epochs {args.epochs} "
             f"--size {args.size} --batch-size {args.batch_size} --seed {args.seed} "
             f"--lr {args.lr} --encoder-widths {','.join(map(str, args.encoder_widths))}"
-            f"{f' --init {args.init}' if args.init else ''}",
+            f"{f' --init {args.init}' if args.init else ''}"
+            f"{f' --automatic-weight {args.automatic_weight:g}' if args.automatic_weight else ''}",
             **({"initialised_from": initialised_from(args.init)} if args.init else {}),
-            "prompts": "none (all lesions), box around one lesion (jittered), 1-3 positive and 0-2 negative clicks",
+            "prompts": "none (all lesions), box around one lesion (jittered), 1-3 positive and 0-2 negative clicks"
+            + (f"; and the no-prompt answer for every image, weight {args.automatic_weight:g}" if args.automatic_weight else ""),
             "augmentation": f"mirror, rotation within {ROTATION_DEGREES} degrees, zoom {ZOOM[0]}-{ZOOM[1]}, shift "
             f"within {SHIFT:.0%}; gain, contrast, gamma and speckle",
             "images": len(images),
