@@ -226,3 +226,7 @@ def test_training_can_start_from_another_segmenter_and_the_card_says_which_and_h
 
     wider = train("wider", "--encoder-widths", "8,16,32,64", "--init", str(parent_weights))
     assert wider.returncode != 0 and "is not a segmenter of these encoder widths" in wider.stderr
+    for weight in ("-1", "nan", "heavy"):
+        refused = train("refused", "--automatic-weight", weight)
+        assert refused.returncode == 2 and "--automatic-weight: a finite number >= 0" in refused.stderr
+    assert not (tmp_path / "refused").exists()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 from pathlib import Path
 
 import numpy as np
@@ -48,7 +49,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--init", type=Path, metavar="WEIGHTS",
                         help="start from another segmenter trained here (e.g. the ultrasound one), checked "
                         "against its card; its encoder widths must be these")
-    parser.add_argument("--automatic-weight", type=float, default=0.0,
+    parser.add_argument("--automatic-weight", type=_weight, default=0.0,
                         help="weight of a second, no-prompt answer for every image whose random prompt was "
                         "a box or clicks: the automatic mode then learns from every image, not one in four")
     return parser.parse_args(argv)
@@ -59,6 +60,16 @@ def _widths(text: str) -> tuple[int, ...]:
     if len(widths) != len(ENCODER_WIDTHS) or min(widths) < 1:
         raise argparse.ArgumentTypeError(f"{len(ENCODER_WIDTHS)} positive integers, e.g. 32,64,128,256")
     return widths
+
+
+def _weight(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"a finite number >= 0, e.g. 1 (not {text!r})")
+    return value
 
 
 def sample_prompt(lesions: np.ndarray, rng: np.random.Generator) -> tuple[dict, np.ndarray]:
