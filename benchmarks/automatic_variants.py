@@ -82,7 +82,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data-root", type=Path, default=Path("../shared/data"))
     args = parser.parse_args()
-    segmenter = Segmenter(load_carded_segmenter(args.weights_dir, SEGMENTER_MODELS[args.modality])[0])
+    segmenter = Segmenter.for_card(*load_carded_segmenter(args.weights_dir, SEGMENTER_MODELS[args.modality]))
     outcomes: dict[tuple[str, str], list[ImageOutcome]] = {}
     for sample in tqdm(segmenter_split(load_samples(args.data_root, args.modality), args.seed)[1]):
         gray = load_gray(sample.path)

@@ -23,7 +23,7 @@ from ml.segmenter.roi import Segmenter
 
 
 def load(weights_dir: Path) -> Segmenter:
-    return Segmenter(load_carded_segmenter(weights_dir, SEGMENTER_MODELS["ultrasound"])[0])
+    return Segmenter.for_card(*load_carded_segmenter(weights_dir, SEGMENTER_MODELS["ultrasound"]))
 
 
 def paired_mean_difference(groups: np.ndarray, a: np.ndarray, b: np.ndarray,

@@ -32,7 +32,7 @@ def main() -> None:
     parser.add_argument("--confidences", default="0.5,0.6,0.7,0.8,0.9")
     args = parser.parse_args()
 
-    segmenter = Segmenter(load_carded_segmenter(args.weights_dir, SEGMENTER_MODELS[args.modality])[0])
+    segmenter = Segmenter.for_card(*load_carded_segmenter(args.weights_dir, SEGMENTER_MODELS[args.modality]))
     samples = load_samples(args.data_root, args.modality)
     images = []
     for sample in tqdm(segmenter_split(samples, args.seed)[1], desc="lesion probability"):

@@ -23,7 +23,7 @@ from ml.classifier import Classifier
 from ml.datasets import lesion_mask, load_gray, load_samples
 from ml.preprocess import InputSpec
 from ml.roi_classification import fit_roi_classification, out_of_fold_crops
-from ml.segmenter.build import load_segmenter
+from ml.segmenter.build import load_carded_segmenter
 from ml.segmenter.roi import Segmenter
 from ml.train import fold_network
 
@@ -42,9 +42,7 @@ classifier = Classifier(card, network)
 # before: the tight crop, read as a whole image
 tight = Classifier({**card, "roi_classification": {"context_margin": 0.15, "calibration": card["calibration"],
                                                    "threshold": card["threshold"]}}, network)
-segmenter_card = read_card(weights, "branet-us-sam-small")
-segmenter = Segmenter(load_segmenter(segmenter_card["architecture"], weights / segmenter_card["weights_file"],
-                                     segmenter_card["build"]))
+segmenter = Segmenter.for_card(*load_carded_segmenter(weights, "branet-us-sam-small"))
 held_out = np.load(RUN / "fold0" / "out_of_fold.npz")["held_out"]
 
 images, rois = [], []  # one row per image; one per ROI

@@ -142,7 +142,7 @@ def inference_costs(gflops_rate: float, grays: dict[str, np.ndarray]) -> list[di
         if not (weights / f"{name}.json").exists():
             continue
         model, card = load_carded_segmenter(weights, name)
-        segmenter = Segmenter(model, cache_size=0)
+        segmenter = Segmenter.for_card(model, card, cache_size=0)
         gray = grays[modality]
         times = []
         for _ in range(15):

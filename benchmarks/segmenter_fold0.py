@@ -14,7 +14,7 @@ from ml.segmenter.evaluate import PROMPTS, evaluate
 from ml.segmenter.roi import Segmenter
 
 weights = Path("weights")
-segmenter = Segmenter(load_carded_segmenter(weights, SEGMENTER_MODELS["ultrasound"])[0])
+segmenter = Segmenter.for_card(*load_carded_segmenter(weights, SEGMENTER_MODELS["ultrasound"]))
 samples = load_samples(Path("../shared/data"), "ultrasound")
 validation = segmenter_split(samples, 0)[1]
 for dataset in ("busbra", "busi"):

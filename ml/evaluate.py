@@ -146,7 +146,7 @@ def out_of_fold(modality: str, data_root: Path, run_dir: Path, folds: list[int],
 
 def segment(modality: str, prompt: str, folder: Path, weights_dir: Path) -> dict:
     model, card = load_carded_segmenter(weights_dir, SEGMENTER_MODELS[modality])
-    segmenter = Segmenter(model)
+    segmenter = Segmenter.for_card(model, card)
     samples = _require_files(folder, [s for s in read_folder(folder) if s.has_outline], masks=True)
     return {"model": {"name": card["name"], "version": card["version"]}, "prompt": prompt,
             **evaluate_segmenter(segmenter, samples, prompt)}

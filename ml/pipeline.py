@@ -185,7 +185,7 @@ class Analyzer:
                 entry.segmenter_card = {"name": f"sam-{architecture}", "version": Path(checkpoint).name}
             elif (Path(weights_dir) / f"{SEGMENTER_MODELS[modality]}.json").exists():
                 model, entry.segmenter_card = load_carded_segmenter(weights_dir, SEGMENTER_MODELS[modality])
-                entry.segmenter = Segmenter(model)
+                entry.segmenter = Segmenter.for_card(model, entry.segmenter_card)
             models[modality] = entry
         return cls(models)
 

@@ -156,6 +156,21 @@ def test_embeddings_are_cached_by_content_and_bounded():
     assert segmenter.cached_images() == 2
 
 
+def test_the_no_prompt_answer_can_come_from_a_mask_token_of_its_own():
+    model = build_branet_sam_small(img_size=128)
+    last_layer = model.mask_decoder.output_hypernetworks_mlps[1].layers[-1]
+    with torch.no_grad():  # mask token 1 now answers logit 0 everywhere: probability 0.5
+        last_layer.weight.zero_()
+        last_layer.bias.zero_()
+    shared, own = Segmenter(model), Segmenter.for_card(model, {"automatic_mask_token": 1})
+    assert own.automatic_mask_token == 1 and Segmenter.for_card(model, {}).automatic_mask_token == 0
+    assert np.allclose(own.probability(GRAY), 0.5) and not np.allclose(shared.probability(GRAY), 0.5, atol=1e-3)
+    box = np.array([10, 10, 60, 50])  # a prompt is answered by token 0 either way
+    assert np.allclose(own.probability(GRAY, box=box), shared.probability(GRAY, box=box))
+    with pytest.raises(ValueError, match="automatic_mask_token"):
+        Segmenter(model, 2)
+
+
 def test_training_geometry_moves_the_image_and_its_lesions_together():
     from ml.segmenter.train import randomly_warped
 
@@ -202,12 +217,14 @@ def test_training_can_start_from_another_segmenter_and_the_card_says_which_and_h
                           "--epochs", "1", "--size", "64", "--batch-size", "8", "--run-dir", str(tmp_path / name),
                           "--weights-dir", str(tmp_path / name), *extra)
 
-    parent = train("parent", "--automatic-weight", "0.5")
+    parent = train("parent", "--automatic-weight", "0.5", "--automatic-mask-token", "1")
     assert parent.returncode == 0, parent.stderr
     parent_weights = tmp_path / "parent" / "branet-mg-sam-small.pt"
     parent_card = json.loads((tmp_path / "parent" / "branet-mg-sam-small.json").read_text())
-    assert parent_card["training"]["command"].endswith("--automatic-weight 0.5")
+    assert parent_card["training"]["command"].endswith("--automatic-weight 0.5 --automatic-mask-token 1")
     assert "no-prompt answer for every image, weight 0.5" in parent_card["training"]["prompts"]
+    assert "no-prompt answer from mask token 1" in parent_card["training"]["prompts"]
+    assert parent_card["automatic_mask_token"] == 1
     # another seed and a learning rate too small to move a weight, at another input size
     child = train("child", "--seed", "1", "--lr", "1e-12", "--size", "96", "--init", str(parent_weights))
     assert child.returncode == 0, child.stderr
@@ -221,6 +238,7 @@ def test_training_can_start_from_another_segmenter_and_the_card_says_which_and_h
     assert card["training"]["initialised_from"]["sha256"] == json.loads(
         (tmp_path / "parent" / "branet-mg-sam-small.json").read_text())["sha256"]
     assert f"--init {parent_weights}" in card["training"]["command"] and card["build"]["img_size"] == 96
+    assert "automatic_mask_token" not in card  # not asked for: token 0 answers every request
     # an epoch-old model finds no held-out lesion without a prompt: its card says it serves prompts only
     assert card["metrics"]["auto"]["detection_rate"] < 0.5 and card["automatic_rois"] is False
 
@@ -229,4 +247,6 @@ def test_training_can_start_from_another_segmenter_and_the_card_says_which_and_h
     for weight in ("-1", "nan", "heavy"):
         refused = train("refused", "--automatic-weight", weight)
         assert refused.returncode == 2 and "--automatic-weight: a finite number >= 0" in refused.stderr
+    refused = train("refused", "--automatic-mask-token", "2")
+    assert refused.returncode == 2 and "--automatic-mask-token: invalid choice" in refused.stderr
     assert not (tmp_path / "refused").exists()

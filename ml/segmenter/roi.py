@@ -13,6 +13,11 @@ from segment_anything import SamPredictor
 from segment_anything.modeling import Sam
 
 
+# The mask decoder's output tokens that may answer without a prompt: 0, the single-mask output that
+# every prompt uses, or 1, SAM's first multimask output (`ml.segmenter.train --automatic-mask-token`).
+AUTOMATIC_MASK_TOKENS = (0, 1)
+
+
 @dataclass(frozen=True)
 class RoiSettings:
     min_area_fraction: float = 0.002  # of the image area; smaller blobs are noise
@@ -40,11 +45,19 @@ class Segmenter:
     image embeddings are kept in a bounded cache keyed by image content, so that a clinician's
     prompt correction on an image just analysed reuses its embedding (recomputed when evicted)."""
 
-    def __init__(self, model: Sam, cache_size: int = 32) -> None:
+    def __init__(self, model: Sam, automatic_mask_token: int = 0, cache_size: int = 32) -> None:
+        if automatic_mask_token not in AUTOMATIC_MASK_TOKENS:
+            raise ValueError(f"automatic_mask_token must be one of {AUTOMATIC_MASK_TOKENS}, not {automatic_mask_token!r}")
         self.model = model.eval()
+        self.automatic_mask_token = automatic_mask_token
         self.cache_size = cache_size
         self._cache: OrderedDict[str, _Embedding] = OrderedDict()
         self._lock = threading.Lock()
+
+    @classmethod
+    def for_card(cls, model: Sam, card: dict, cache_size: int = 32) -> "Segmenter":
+        """The segmenter its card describes: the card says which mask token answers without a prompt."""
+        return cls(model, card.get("automatic_mask_token", 0), cache_size)
 
     def _predictor(self, gray: np.ndarray) -> SamPredictor:
         key = hashlib.sha256(gray.tobytes() + str(gray.shape).encode()).hexdigest()
@@ -87,10 +100,11 @@ class Segmenter:
     def _answer(self, gray: np.ndarray, box: np.ndarray | None, points: np.ndarray | None,
                 labels: np.ndarray | None) -> np.ndarray:
         predictor = self._predictor(gray)
+        token = self.automatic_mask_token if box is None and points is None else 0
         with torch.inference_mode():
             logits, _, _ = predictor.predict(point_coords=points, point_labels=labels, box=box,
-                                             multimask_output=False, return_logits=True)
-        return 1 / (1 + np.exp(-logits[0]))
+                                             multimask_output=token > 0, return_logits=True)
+        return 1 / (1 + np.exp(-logits[max(token - 1, 0)]))
 
     def find_rois(self, gray: np.ndarray, settings: RoiSettings = RoiSettings()) -> list[Roi]:
         """Lesions found without any prompt, most confident first."""

@@ -30,7 +30,7 @@ from ml.segmenter.build import build_branet_sam_small, load_segmenter
 from ml.segmenter.data import PreparedImage, lesion_boxes, prepare, segmenter_split
 from ml.segmenter.encoder import ENCODER_WIDTHS
 from ml.segmenter.evaluate import evaluate
-from ml.segmenter.roi import Segmenter
+from ml.segmenter.roi import AUTOMATIC_MASK_TOKENS, Segmenter
 from ml.train import compact_state, initialised_from, parent_card
 
 log = logging.getLogger("ml.segmenter.train")
@@ -52,6 +52,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--automatic-weight", type=_weight, default=0.0,
                         help="weight of a second, no-prompt answer for every image whose random prompt was "
                         "a box or clicks: the automatic mode then learns from every image, not one in four")
+    parser.add_argument("--automatic-mask-token", type=int, choices=AUTOMATIC_MASK_TOKENS, default=0,
+                        help="the mask decoder's output token that answers without a prompt: 0, the one "
+                        "prompts use, or 1, SAM's first multimask token, so the two answers do not share it")
     return parser.parse_args(argv)
 
 
@@ -132,8 +135,9 @@ def mask_loss(logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor,
 
 
 def prompt_loss(model, embedding: torch.Tensor, dense_pe: torch.Tensor, prompt: dict, target: np.ndarray,
-                size: int) -> torch.Tensor:
-    """Mask loss plus the IoU head's error for one image's embedding answering one prompt."""
+                size: int, mask_token: int = 0) -> torch.Tensor:
+    """Mask loss plus the IoU head's error for one image's embedding answering one prompt with
+    the decoder's output `mask_token` (0: the single-mask output; 1-3: SAM's multimask outputs)."""
     points = None
     if "points" in prompt:
         coords, labels = prompt["points"]
@@ -142,8 +146,10 @@ def prompt_loss(model, embedding: torch.Tensor, dense_pe: torch.Tensor, prompt: 
     sparse, dense = model.prompt_encoder(points=points, boxes=box, masks=None)
     logits, iou_pred = model.mask_decoder(
         image_embeddings=embedding, image_pe=dense_pe,
-        sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense, multimask_output=False,
+        sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense, multimask_output=mask_token > 0,
     )
+    if mask_token > 0:
+        logits, iou_pred = logits[:, mask_token - 1 : mask_token], iou_pred[:, mask_token - 1 : mask_token]
     padded = np.zeros((size, size), dtype=np.float32)
     padded[: target.shape[0], : target.shape[1]] = target
     small = F.adaptive_avg_pool2d(torch.from_numpy(padded)[None, None], size // 4)
@@ -191,10 +197,12 @@ def train(args: argparse.Namespace, images: list[PreparedImage], run_dir: Path):
             loss = torch.zeros(())
             for i, lesion_map in enumerate(lesions):
                 prompt, target = sample_prompt(lesion_map, rng)
-                loss = loss + prompt_loss(model, embeddings[i : i + 1], dense_pe, prompt, target, args.size)
+                token = 0 if prompt else args.automatic_mask_token
+                loss = loss + prompt_loss(model, embeddings[i : i + 1], dense_pe, prompt, target, args.size, token)
                 if prompt and args.automatic_weight:
                     loss = loss + args.automatic_weight * prompt_loss(
-                        model, embeddings[i : i + 1], dense_pe, {}, lesion_map > 0, args.size)
+                        model, embeddings[i : i + 1], dense_pe, {}, lesion_map > 0, args.size,
+                        args.automatic_mask_token)
             loss = loss / len(chosen)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -218,7 +226,7 @@ def main(argv: list[str] | None = None) -> None:
     training, validation = segmenter_split(samples, args.seed)
     images = prepare(training, args.size)
     model = train(args, images, run_dir)
-    segmenter = Segmenter(model)
+    segmenter = Segmenter(model, args.automatic_mask_token)
     metrics = {prompt: evaluate(segmenter, validation, prompt) for prompt in ("auto", "box", "point")}
     metrics["per_dataset"] = {
         name: {prompt: evaluate(segmenter, [s for s in validation if s.dataset == name], prompt)
@@ -240,6 +248,7 @@ def main(argv: list[str] | None = None) -> None:
         "build": {"img_size": args.size, "encoder_widths": list(args.encoder_widths)},
         "input": {"img_size": args.size, "channels": "grayscale replicated to 3"},
         "automatic_rois": (metrics["auto"]["detection_rate"] or 0) >= MIN_AUTOMATIC_DETECTION,
+        **({"automatic_mask_token": args.automatic_mask_token} if args.automatic_mask_token else {}),
         "metrics": {
             "split": "validation on fold 0 of the 5-fold split grouped by patient/near-duplicate group "
             "(the classifier's fold 0); the shipped network is trained on the other four folds",
@@ -251,10 +260,13 @@ def main(argv: list[str] | None = None) -> None:
             f"--size {args.size} --batch-size {args.batch_size} --seed {args.seed} "
             f"--lr {args.lr} --encoder-widths {','.join(map(str, args.encoder_widths))}"
             f"{f' --init {args.init}' if args.init else ''}"
-            f"{f' --automatic-weight {args.automatic_weight:g}' if args.automatic_weight else ''}",
+            f"{f' --automatic-weight {args.automatic_weight:g}' if args.automatic_weight else ''}"
+            f"{f' --automatic-mask-token {args.automatic_mask_token}' if args.automatic_mask_token else ''}",
             **({"initialised_from": initialised_from(args.init)} if args.init else {}),
             "prompts": "none (all lesions), box around one lesion (jittered), 1-3 positive and 0-2 negative clicks"
-            + (f"; and the no-prompt answer for every image, weight {args.automatic_weight:g}" if args.automatic_weight else ""),
+            + (f"; and the no-prompt answer for every image, weight {args.automatic_weight:g}" if args.automatic_weight else "")
+            + (f"; the no-prompt answer from mask token {args.automatic_mask_token}, not the prompts' token 0"
+               if args.automatic_mask_token else ""),
             "augmentation": f"mirror, rotation within {ROTATION_DEGREES} degrees, zoom {ZOOM[0]}-{ZOOM[1]}, shift "
             f"within {SHIFT:.0%}; gain, contrast, gamma and speckle",
             "images": len(images),
