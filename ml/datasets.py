@@ -54,7 +54,9 @@ def read_folder(folder: Path) -> list[Sample]:
     """Samples listed in `folder/labels.csv` (`image`, `label`; `group` or `patient` if present).
 
     A spreadsheet's byte-order mark and blanks around column names and values are ignored, so a
-    `group` saved once as "p7" and once as "p7 " stays one woman."""
+    `group` saved once as "p7" and once as "p7 " stays one woman. A row without an image or with a
+    label other than normal, benign or malignant (any case) is refused, naming its line: a folder
+    read for training or judging never loses a row silently."""
     folder = Path(folder)
     samples = []
     with open(folder / "labels.csv", newline="", encoding="utf-8-sig") as handle:
@@ -63,11 +65,16 @@ def read_folder(folder: Path) -> list[Sample]:
         if not {"image", "label"} <= set(reader.fieldnames):
             raise ValueError(f"{folder / 'labels.csv'} needs the columns image and label; it has {reader.fieldnames}")
         for index, row in enumerate(reader):
+            image, label = (row["image"] or "").strip(), (row["label"] or "").strip().lower()
+            if not image or label not in CLASSES:
+                # line numbers as a spreadsheet shows them: the header is line 1
+                raise ValueError(f"{folder / 'labels.csv'} line {reader.line_num}: "
+                                 + (f"label {label!r} is not one of {', '.join(CLASSES)}" if image else "no image"))
             group = (row.get("group") or "").strip() or (row.get("patient") or "").strip() or f"row{index}"
             samples.append(
                 Sample(
-                    path=folder / row["image"].strip(),
-                    label=row["label"].strip().lower(),
+                    path=folder / image,
+                    label=label,
                     group=f"{folder.name}:{group}",
                     dataset=folder.name,
                     excluded=(row.get("label_conflict") or "0").strip() == "1",

@@ -74,6 +74,14 @@ def _as_screenshot(sample: Sample) -> np.ndarray:
     return scanner_screenshot(measured_scan(gray, lesion_mask(sample, gray.shape) > 127))
 
 
+def _listed(folder: Path) -> list[Sample]:
+    """The folder's labels.csv read, or the one line that says which row it cannot read."""
+    try:
+        return read_folder(folder)
+    except (OSError, ValueError) as error:
+        raise SystemExit(str(error)) from None
+
+
 def _require_files(folder: Path, samples: list[Sample], masks: bool) -> list[Sample]:
     """`samples`, once every image (and, with `masks`, every mask) of theirs that labels.csv names
     is found: a judge that skipped a missing file would score fewer images than it was given."""
@@ -87,7 +95,7 @@ def _require_files(folder: Path, samples: list[Sample], masks: bool) -> list[Sam
 
 def classify(modality: str, folder: Path, weights_dir: Path, screen_crop: bool = False) -> dict:
     classifier = Classifier.load(weights_dir, MODALITY_MODELS[modality])
-    samples = _require_files(folder, [s for s in read_folder(folder) if s.label in classifier.classes], masks=False)
+    samples = _require_files(folder, [s for s in _listed(folder) if s.label in classifier.classes], masks=False)
     if not samples:
         raise SystemExit(f"{folder}/labels.csv lists no image labelled one of {classifier.classes}")
     probs = _probabilities(classifier, [s.path for s in samples], screen_crop, "classify")
@@ -147,7 +155,7 @@ def out_of_fold(modality: str, data_root: Path, run_dir: Path, folds: list[int],
 def segment(modality: str, prompt: str, folder: Path, weights_dir: Path) -> dict:
     model, card = load_carded_segmenter(weights_dir, SEGMENTER_MODELS[modality])
     segmenter = Segmenter.for_card(model, card)
-    samples = _require_files(folder, [s for s in read_folder(folder) if s.has_outline], masks=True)
+    samples = _require_files(folder, [s for s in _listed(folder) if s.has_outline], masks=True)
     return {"model": {"name": card["name"], "version": card["version"]}, "prompt": prompt,
             **evaluate_segmenter(segmenter, samples, prompt)}
 
@@ -155,7 +163,7 @@ def segment(modality: str, prompt: str, folder: Path, weights_dir: Path) -> dict
 def saliency(modality: str, method: str, layer: str, folder: Path, weights_dir: Path) -> dict:
     """Pointing game and energy in mask of the shipped model on a folder with lesion outlines."""
     classifier = Classifier.load(weights_dir, MODALITY_MODELS[modality])
-    samples = _require_files(folder, read_folder(folder), masks=True)
+    samples = _require_files(folder, _listed(folder), masks=True)
     return {"model": {"name": classifier.name, "version": classifier.version}, "method": method,
             **({"layer": layer} if method == "gradcam" else {}),
             **localisation_metrics(Explainer.for_classifier(classifier), tqdm(samples, file=sys.stderr), method, layer)}

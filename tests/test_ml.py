@@ -174,6 +174,28 @@ def test_a_labels_csv_saved_by_a_spreadsheet_reads_like_ours(tmp_path, shared_da
         read_folder(folder)
 
 
+@pytest.mark.parametrize("row, refusal", [
+    ("b.png,malign,p2", "line 3: label 'malign' is not one of normal, benign, malignant"),
+    (",benign,p2", "line 3: no image"),
+    ("b.png", "line 3: label '' is not one of normal, benign, malignant"),  # a row cut short
+])
+def test_a_labels_csv_row_without_an_image_or_a_known_label_is_refused_by_its_line(tmp_path, row, refusal):
+    (tmp_path / "labels.csv").write_text(f"image,label,group\na.png,benign,p1\n{row}\nc.png,normal,p3\n")
+    with pytest.raises(ValueError, match=f"labels.csv {refusal}$"):
+        read_folder(tmp_path)
+
+
+def test_evaluate_refuses_a_row_it_cannot_score_in_one_line(tmp_path, shared_data):
+    folder = tmp_path / "busi_subset"
+    rows = busi_subset_labels(shared_data, folder, per_label=1)
+    text = (folder / "labels.csv").read_text().replace(f",{rows[1]['label']},", ",BI-RADS 4,", 1)
+    (folder / "labels.csv").write_text(text)
+    result = run_module("ml.evaluate", "classify", "--modality", "ultrasound", "--weights-dir", str(WEIGHTS),
+                        str(folder))
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert result.stderr.strip().endswith("line 3: label 'bi-rads 4' is not one of normal, benign, malignant")
+
+
 def test_training_writes_a_loadable_model_and_resumes(tmp_path, shared_data):
     data_root = mias_subset(tmp_path, shared_data)
     command = ["ml.train", "--modality", "mammography", "--data-root", str(data_root), "--folds", "2",
