@@ -16,6 +16,14 @@ from segment_anything.modeling import Sam
 # The mask decoder's output tokens that may answer without a prompt: 0, the single-mask output that
 # every prompt uses, or 1, SAM's first multimask output (`ml.segmenter.train --automatic-mask-token`).
 AUTOMATIC_MASK_TOKENS = (0, 1)
+EMBEDDING_CACHE_SIZE = 32  # images whose embeddings a Segmenter keeps for prompt corrections
+
+
+def decoder_request(mask_token: int) -> tuple[bool, int]:
+    """How to ask SAM's `MaskDecoder` (or `SamPredictor.predict`) for one output token's mask:
+    the `multimask_output` flag, and the answer's index among the masks it returns. Token 0 is the
+    single-mask output; tokens 1-3 come back, as indices 0-2, only with multimask_output=True."""
+    return mask_token > 0, max(mask_token - 1, 0)
 
 
 @dataclass(frozen=True)
@@ -45,7 +53,7 @@ class Segmenter:
     image embeddings are kept in a bounded cache keyed by image content, so that a clinician's
     prompt correction on an image just analysed reuses its embedding (recomputed when evicted)."""
 
-    def __init__(self, model: Sam, automatic_mask_token: int = 0, cache_size: int = 32) -> None:
+    def __init__(self, model: Sam, automatic_mask_token: int = 0, cache_size: int = EMBEDDING_CACHE_SIZE) -> None:
         if automatic_mask_token not in AUTOMATIC_MASK_TOKENS:
             raise ValueError(f"automatic_mask_token must be one of {AUTOMATIC_MASK_TOKENS}, not {automatic_mask_token!r}")
         self.model = model.eval()
@@ -55,7 +63,7 @@ class Segmenter:
         self._lock = threading.Lock()
 
     @classmethod
-    def for_card(cls, model: Sam, card: dict, cache_size: int = 32) -> "Segmenter":
+    def for_card(cls, model: Sam, card: dict, cache_size: int = EMBEDDING_CACHE_SIZE) -> "Segmenter":
         """The segmenter its card describes: the card says which mask token answers without a prompt."""
         return cls(model, card.get("automatic_mask_token", 0), cache_size)
 
@@ -100,11 +108,11 @@ class Segmenter:
     def _answer(self, gray: np.ndarray, box: np.ndarray | None, points: np.ndarray | None,
                 labels: np.ndarray | None) -> np.ndarray:
         predictor = self._predictor(gray)
-        token = self.automatic_mask_token if box is None and points is None else 0
+        multimask, answer = decoder_request(self.automatic_mask_token if box is None and points is None else 0)
         with torch.inference_mode():
             logits, _, _ = predictor.predict(point_coords=points, point_labels=labels, box=box,
-                                             multimask_output=token > 0, return_logits=True)
-        return 1 / (1 + np.exp(-logits[max(token - 1, 0)]))
+                                             multimask_output=multimask, return_logits=True)
+        return 1 / (1 + np.exp(-logits[answer]))
 
     def find_rois(self, gray: np.ndarray, settings: RoiSettings = RoiSettings()) -> list[Roi]:
         """Lesions found without any prompt, most confident first."""

@@ -30,7 +30,7 @@ from ml.segmenter.build import build_branet_sam_small, load_segmenter
 from ml.segmenter.data import PreparedImage, lesion_boxes, prepare, segmenter_split
 from ml.segmenter.encoder import ENCODER_WIDTHS
 from ml.segmenter.evaluate import evaluate
-from ml.segmenter.roi import AUTOMATIC_MASK_TOKENS, Segmenter
+from ml.segmenter.roi import AUTOMATIC_MASK_TOKENS, Segmenter, decoder_request
 from ml.train import compact_state, initialised_from, parent_card
 
 log = logging.getLogger("ml.segmenter.train")
@@ -144,12 +144,12 @@ def prompt_loss(model, embedding: torch.Tensor, dense_pe: torch.Tensor, prompt: 
         points = (torch.from_numpy(coords)[None], torch.from_numpy(labels)[None])
     box = torch.from_numpy(prompt["box"])[None] if "box" in prompt else None
     sparse, dense = model.prompt_encoder(points=points, boxes=box, masks=None)
+    multimask, answer = decoder_request(mask_token)
     logits, iou_pred = model.mask_decoder(
         image_embeddings=embedding, image_pe=dense_pe,
-        sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense, multimask_output=mask_token > 0,
+        sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense, multimask_output=multimask,
     )
-    if mask_token > 0:
-        logits, iou_pred = logits[:, mask_token - 1 : mask_token], iou_pred[:, mask_token - 1 : mask_token]
+    logits, iou_pred = logits[:, answer : answer + 1], iou_pred[:, answer : answer + 1]
     padded = np.zeros((size, size), dtype=np.float32)
     padded[: target.shape[0], : target.shape[1]] = target
     small = F.adaptive_avg_pool2d(torch.from_numpy(padded)[None, None], size // 4)
