@@ -7,19 +7,29 @@ Each variant starts from the same model; none is served unless it beats `served`
 
 `WEIGHTS_DIR` holds a segmenter card trained with `ml.segmenter.train --seed` the same seed, so
 that its held-out fold is the one scored here. Prints one JSON line per variant and data set.
+
+With `--classifier-run RUN` (an `ml.train` cross-validation run of the same seed whose fold 0 is
+trained, e.g. `runs/ultrasound-os16`), the variants that also ask fold 0's classifier network,
+which never saw these images, are measured too: whether the image shows a lesion at all (its
+uncalibrated probability of "normal" below one half), and where its Grad-CAM peak is.
 """
 from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 from scipy import ndimage
 from tqdm import tqdm
 
-from ml.cards import MODALITIES, SEGMENTER_MODELS
-from ml.datasets import lesion_mask, load_gray, load_samples
+from ml.cards import MODALITY_MODELS, MODALITIES, SEGMENTER_MODELS, read_card
+from ml.datasets import CLASSES, lesion_mask, load_gray, load_samples
+from ml.inference import tta_logits
+from ml.preprocess import InputSpec, to_batch
+from ml.saliency import Explainer
 from ml.segmenter.build import load_carded_segmenter
 from ml.segmenter.data import segmenter_split
 from ml.segmenter.evaluate import ImageOutcome, summary
@@ -27,6 +37,17 @@ from ml.segmenter.roi import RoiSettings, Segmenter, rois_from_probability
 
 BOX_GROWTH = 0.05  # of the ROI's size, on each side, for the box re-prompt
 ZOOMS = (0.9, 1.12)  # within the zoom range the segmenter trained under
+SENSITIVE_CONFIDENCE = 0.55  # the ROI gate where the classifier says the image shows a lesion
+
+
+@dataclass(frozen=True)
+class Seen:
+    """One held-out image as the variants see it."""
+    segmenter: Segmenter
+    gray: np.ndarray
+    probability: np.ndarray  # the no-prompt answer every variant starts from
+    shows_lesion: bool | None = None  # fold 0's classifier: P(normal) < 0.5 (with --classifier-run)
+    saliency_peak: tuple[int, int] | None = None  # (x, y) of its Grad-CAM for the likelier lesion class
 
 
 def _zoom(image: np.ndarray, factor: float) -> np.ndarray:
@@ -36,19 +57,20 @@ def _zoom(image: np.ndarray, factor: float) -> np.ndarray:
                                     offset=centre - centre / factor, order=1, mode="nearest")
 
 
-def served(segmenter: Segmenter, gray: np.ndarray, probability: np.ndarray) -> list[np.ndarray]:
-    """What `Segmenter.find_rois` answers: the ROIs of the no-prompt answer `probability`."""
-    return [roi.mask for roi in rois_from_probability(probability, RoiSettings())]
+def served(seen: Seen) -> list[np.ndarray]:
+    """What `Segmenter.find_rois` answers: the ROIs of the no-prompt answer."""
+    return [roi.mask for roi in rois_from_probability(seen.probability, RoiSettings())]
 
 
-def most_confident_only(segmenter: Segmenter, gray: np.ndarray, probability: np.ndarray) -> list[np.ndarray]:
-    return served(segmenter, gray, probability)[:1]
+def most_confident_only(seen: Seen) -> list[np.ndarray]:
+    return served(seen)[:1]
 
 
-def box_reprompt(segmenter: Segmenter, gray: np.ndarray, probability: np.ndarray) -> list[np.ndarray]:
+def box_reprompt(seen: Seen) -> list[np.ndarray]:
     """Each automatic ROI replaced by the answer to its box, grown by `BOX_GROWTH` per side."""
+    segmenter, gray = seen.segmenter, seen.gray
     masks = []
-    for roi in rois_from_probability(probability, RoiSettings()):
+    for roi in rois_from_probability(seen.probability, RoiSettings()):
         x0, y0, x1, y1 = roi.box
         grow_x, grow_y = BOX_GROWTH * (x1 - x0 + 1), BOX_GROWTH * (y1 - y0 + 1)
         box = np.array([max(0, x0 - grow_x), max(0, y0 - grow_y),
@@ -58,13 +80,43 @@ def box_reprompt(segmenter: Segmenter, gray: np.ndarray, probability: np.ndarray
     return masks
 
 
-def zoom_average(segmenter: Segmenter, gray: np.ndarray, probability: np.ndarray) -> list[np.ndarray]:
+def zoom_average(seen: Seen) -> list[np.ndarray]:
     """ROIs of the mean answer for the image and for it zoomed by each of `ZOOMS`, mapped back."""
-    answers = [probability]
+    answers = [seen.probability]
     for factor in ZOOMS:
-        zoomed = np.clip(_zoom(gray, factor), 0, 255).astype(np.uint8)
-        answers.append(_zoom(segmenter.probability(zoomed), 1 / factor))
+        zoomed = np.clip(_zoom(seen.gray, factor), 0, 255).astype(np.uint8)
+        answers.append(_zoom(seen.segmenter.probability(zoomed), 1 / factor))
     return [roi.mask for roi in rois_from_probability(np.mean(answers, axis=0), RoiSettings())]
+
+
+def classifier_gate(seen: Seen) -> list[np.ndarray]:
+    """No ROI where the classifier calls the image normal; the served ROIs elsewhere."""
+    return served(seen) if seen.shows_lesion else []
+
+
+def saliency_fallback(seen: Seen) -> list[np.ndarray]:
+    """The served ROIs; where there is none but the classifier sees a lesion, the answer to a
+    click on its saliency peak."""
+    masks = served(seen)
+    if masks or not seen.shows_lesion:
+        return masks
+    x, y = seen.saliency_peak
+    answer = seen.segmenter.prompted_roi(seen.gray, None, np.array([[x, y]]), np.ones(1))
+    return [] if answer is None else [answer.mask]
+
+
+def gated_with_fallback(seen: Seen) -> list[np.ndarray]:
+    """`saliency_fallback` where the classifier sees a lesion; no ROI where it calls the image normal."""
+    return saliency_fallback(seen) if seen.shows_lesion else []
+
+
+def sensitive_where_lesion(seen: Seen) -> list[np.ndarray]:
+    """No ROI where the classifier calls the image normal; elsewhere ROIs down to a mean lesion
+    probability of `SENSITIVE_CONFIDENCE` instead of the served 0.7."""
+    if not seen.shows_lesion:
+        return []
+    settings = RoiSettings(confidence_threshold=SENSITIVE_CONFIDENCE)
+    return [roi.mask for roi in rois_from_probability(seen.probability, settings)]
 
 
 VARIANTS = {
@@ -73,6 +125,29 @@ VARIANTS = {
     "box_reprompt": box_reprompt,
     "zoom_average": zoom_average,
 }
+CLASSIFIER_VARIANTS = {
+    "classifier_gate": classifier_gate,
+    "saliency_fallback": saliency_fallback,
+    "gated_with_fallback": gated_with_fallback,
+    "sensitive_where_lesion": sensitive_where_lesion,
+}
+
+
+class FoldClassifier:
+    """Fold 0's network of a cross-validation run, read as the served model reads images."""
+
+    def __init__(self, run_dir: Path, modality: str, weights_dir: Path) -> None:
+        from ml.train import fold_network  # training code: only with --classifier-run
+
+        self.spec = InputSpec.from_dict(read_card(weights_dir, MODALITY_MODELS[modality])["input"])
+        self.network = fold_network(run_dir / "fold0")
+        self.explainer = Explainer(self.network, self.spec, CLASSES)
+
+    def seen(self, segmenter: Segmenter, gray: np.ndarray, probability: np.ndarray) -> Seen:
+        logits = tta_logits(self.network, to_batch([gray], self.spec), self.spec)[0]
+        normal, benign, malignant = torch.softmax(logits.double(), 0).tolist()
+        peak = self.explainer.explain(gray, "malignant" if malignant > benign else "benign").peak
+        return Seen(segmenter, gray, probability, shows_lesion=normal < 0.5, saliency_peak=peak)
 
 
 def main() -> None:
@@ -81,16 +156,20 @@ def main() -> None:
     parser.add_argument("--modality", choices=MODALITIES, default="ultrasound")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data-root", type=Path, default=Path("../shared/data"))
+    parser.add_argument("--classifier-run", type=Path, metavar="RUN",
+                        help="an ml.train run of the same --seed with fold 0 trained: adds the variants that ask it")
     args = parser.parse_args()
     segmenter = Segmenter.for_card(*load_carded_segmenter(args.weights_dir, SEGMENTER_MODELS[args.modality]))
+    classifier = args.classifier_run and FoldClassifier(args.classifier_run, args.modality, Path("weights"))
+    variants = VARIANTS | (CLASSIFIER_VARIANTS if classifier else {})
     outcomes: dict[tuple[str, str], list[ImageOutcome]] = {}
     for sample in tqdm(segmenter_split(load_samples(args.data_root, args.modality), args.seed)[1]):
         gray = load_gray(sample.path)
         lesions, _ = ndimage.label(lesion_mask(sample, gray.shape) > 127)
-        probability = segmenter.probability(gray)  # the no-prompt answer every variant starts from
-        for name, variant in VARIANTS.items():
-            outcomes.setdefault((name, sample.dataset), []).append(
-                ImageOutcome.of(variant(segmenter, gray, probability), lesions))
+        probability = segmenter.probability(gray)
+        seen = classifier.seen(segmenter, gray, probability) if classifier else Seen(segmenter, gray, probability)
+        for name, variant in variants.items():
+            outcomes.setdefault((name, sample.dataset), []).append(ImageOutcome.of(variant(seen), lesions))
     for (name, dataset), results in outcomes.items():
         print(json.dumps({"variant": name, "dataset": dataset, "seed": args.seed, **summary(results, [])}))
 
