@@ -8,6 +8,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -235,6 +236,37 @@ def test_training_writes_a_loadable_model_and_resumes(tmp_path, shared_data):
     assert paired["b"] == measured["screen_crop_on"]["all"]["auc_malignant"]
     assert paired["b_minus_a"] == pytest.approx(paired["b"] - paired["a"], abs=1e-4)
     assert paired["ci95"][0] <= paired["b_minus_a"] <= paired["ci95"][1]
+
+
+@pytest.mark.parametrize("module, first_checkpoint, weights_file", [
+    ("ml.train", "fold0/checkpoint.pt", "branet-mg-resnet18.pt"),
+    ("ml.segmenter.train", "checkpoint.pt", "branet-mg-sam-small.pt"),
+])
+def test_a_training_command_rerun_or_killed_and_resumed_writes_the_same_weights(tmp_path, shared_data, module,
+                                                                                first_checkpoint, weights_file):
+    """A fixed seed reproduces a model on one machine bit for bit, whether its command runs through
+    or is killed after its first checkpoint and run again (the resume restores every random state)."""
+    data_root = mias_subset(tmp_path, shared_data)
+
+    def command(name: str) -> list[str]:
+        folds = ["--folds", "2"] if module == "ml.train" else []
+        return [sys.executable, "-m", module, "--modality", "mammography", "--data-root", str(data_root), *folds,
+                "--epochs", "2", "--size", "64" if module == "ml.segmenter.train" else "32", "--batch-size", "8",
+                "--seed", "3", "--version", "1", "--run-dir", str(tmp_path / name), "--weights-dir", str(tmp_path / name / "weights")]
+
+    through = subprocess.run(command("through"), cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    assert through.returncode == 0, through.stderr
+    interrupted = subprocess.Popen(command("resumed"), cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    checkpoint = tmp_path / "resumed" / first_checkpoint
+    while not checkpoint.exists() and interrupted.poll() is None:
+        time.sleep(0.01)
+    interrupted.kill()
+    assert interrupted.wait() != 0  # killed during its second epoch, before any weights were written
+    assert not (tmp_path / "resumed" / "weights" / weights_file).exists()
+    resumed = subprocess.run(command("resumed"), cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming after epoch 1" in resumed.stderr
+    assert sha256_of(tmp_path / "resumed" / "weights" / weights_file) == sha256_of(tmp_path / "through" / "weights" / weights_file)
 
 
 def test_training_on_lesion_centred_crops_serves_a_model_that_reads_images_by_windows(tmp_path, shared_data):
