@@ -95,9 +95,13 @@ def _require_files(folder: Path, samples: list[Sample], masks: bool) -> list[Sam
 
 def classify(modality: str, folder: Path, weights_dir: Path, screen_crop: bool = False) -> dict:
     classifier = Classifier.load(weights_dir, MODALITY_MODELS[modality])
-    samples = _require_files(folder, [s for s in _listed(folder) if s.label in classifier.classes], masks=False)
+    samples = _require_files(folder, _listed(folder), masks=False)
     if not samples:
-        raise SystemExit(f"{folder}/labels.csv lists no image labelled one of {classifier.classes}")
+        raise SystemExit(f"{folder}/labels.csv lists no image")
+    unknown = sorted({s.label for s in samples} - set(classifier.classes))
+    if unknown:  # scored without them, the figures would be of fewer images than the folder holds
+        raise SystemExit(f"{folder}/labels.csv has labels {unknown} that model {classifier.name} does not know "
+                         f"(its classes: {classifier.classes})")
     probs = _probabilities(classifier, [s.path for s in samples], screen_crop, "classify")
     result = report([s.label for s in samples], probs, classifier.classes, classifier.threshold)
     return {"model": {"name": classifier.name, "version": classifier.version}, "screen_crop": screen_crop, **result}

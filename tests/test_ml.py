@@ -14,12 +14,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from api.config import REPO_ROOT, from_environment
 from ml.cards import sha256_of
 from ml.classifier import Classifier
 from ml.datasets import Sample, lesion_mask, load_gray, read_folder
+from ml.resnet import build_classifier
 from ml.saliency import Explainer
 
 WEIGHTS = from_environment()["WEIGHTS_DIR"]
@@ -195,6 +197,30 @@ def test_evaluate_refuses_a_row_it_cannot_score_in_one_line(tmp_path, shared_dat
                         str(folder))
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert result.stderr.strip().endswith("line 3: label 'bi-rads 4' is not one of normal, benign, malignant")
+
+
+def test_evaluate_refuses_an_empty_list_and_labels_its_model_does_not_know(tmp_path, shared_data):
+    folder = tmp_path / "busi_subset"
+    busi_subset_labels(shared_data, folder, per_label=1)
+    for label in ("normal", "benign", "malignant"):
+        (folder / label).symlink_to(shared_data / "busi" / label)
+    # a model that tells benign from malignant only: the normal image would be dropped, not scored
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    card = json.loads((WEIGHTS / "branet-us-resnet18.json").read_text())
+    torch.save(build_classifier("resnet18", 2).state_dict(), weights / card["weights_file"])
+    card |= {"classes": ["benign", "malignant"], "architecture": "resnet18", "members": 1,
+             "sha256": sha256_of(weights / card["weights_file"])}
+    (weights / "branet-us-resnet18.json").write_text(json.dumps(card))
+    result = run_module("ml.evaluate", "classify", "--modality", "ultrasound", "--weights-dir", str(weights), str(folder))
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert result.stderr.strip().endswith("labels.csv has labels ['normal'] that model branet-us-resnet18 does not "
+                                          "know (its classes: ['benign', 'malignant'])")
+
+    header = (folder / "labels.csv").read_text().splitlines()[0]
+    (folder / "labels.csv").write_text(header + "\n")
+    result = run_module("ml.evaluate", "classify", "--modality", "ultrasound", "--weights-dir", str(WEIGHTS), str(folder))
+    assert result.returncode != 0 and result.stderr.strip().endswith("labels.csv lists no image")
 
 
 def test_training_writes_a_loadable_model_and_resumes(tmp_path, shared_data):
