@@ -34,6 +34,7 @@ from ml.segmenter.build import load_carded_segmenter
 from ml.segmenter.data import segmenter_split
 from ml.segmenter.evaluate import ImageOutcome, summary
 from ml.segmenter.roi import RoiSettings, Segmenter, rois_from_probability
+from ml.train import fold_network
 
 BOX_GROWTH = 0.05  # of the ROI's size, on each side, for the box re-prompt
 ZOOMS = (0.9, 1.12)  # within the zoom range the segmenter trained under
@@ -137,8 +138,6 @@ class FoldClassifier:
     """Fold 0's network of a cross-validation run, read as the served model reads images."""
 
     def __init__(self, run_dir: Path, modality: str, weights_dir: Path) -> None:
-        from ml.train import fold_network  # training code: only with --classifier-run
-
         self.spec = InputSpec.from_dict(read_card(weights_dir, MODALITY_MODELS[modality])["input"])
         self.network = fold_network(run_dir / "fold0")
         self.explainer = Explainer(self.network, self.spec, CLASSES)
