@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from scipy import ndimage
+from sklearn.metrics import roc_auc_score
 from tqdm import tqdm
 
 from ml.cards import MODALITY_MODELS, MODALITIES, SEGMENTER_MODELS, read_card
@@ -47,8 +48,12 @@ class Seen:
     segmenter: Segmenter
     gray: np.ndarray
     probability: np.ndarray  # the no-prompt answer every variant starts from
-    shows_lesion: bool | None = None  # fold 0's classifier: P(normal) < 0.5 (with --classifier-run)
+    normal_probability: float | None = None  # fold 0's classifier, uncalibrated (with --classifier-run)
     saliency_peak: tuple[int, int] | None = None  # (x, y) of its Grad-CAM for the likelier lesion class
+
+    @property
+    def shows_lesion(self) -> bool:
+        return self.normal_probability < 0.5
 
 
 def _zoom(image: np.ndarray, factor: float) -> np.ndarray:
@@ -146,7 +151,7 @@ class FoldClassifier:
         logits = tta_logits(self.network, to_batch([gray], self.spec), self.spec)[0]
         normal, benign, malignant = torch.softmax(logits.double(), 0).tolist()
         peak = self.explainer.explain(gray, "malignant" if malignant > benign else "benign").peak
-        return Seen(segmenter, gray, probability, shows_lesion=normal < 0.5, saliency_peak=peak)
+        return Seen(segmenter, gray, probability, normal_probability=normal, saliency_peak=peak)
 
 
 def main() -> None:
@@ -162,6 +167,7 @@ def main() -> None:
     classifier = args.classifier_run and FoldClassifier(args.classifier_run, args.modality, Path("weights"))
     variants = VARIANTS | (CLASSIFIER_VARIANTS if classifier else {})
     outcomes: dict[tuple[str, str], list[ImageOutcome]] = {}
+    normal_probabilities: dict[str, list[tuple[bool, float | None]]] = {}
     for sample in tqdm(segmenter_split(load_samples(args.data_root, args.modality), args.seed)[1]):
         gray = load_gray(sample.path)
         lesions, _ = ndimage.label(lesion_mask(sample, gray.shape) > 127)
@@ -169,8 +175,22 @@ def main() -> None:
         seen = classifier.seen(segmenter, gray, probability) if classifier else Seen(segmenter, gray, probability)
         for name, variant in variants.items():
             outcomes.setdefault((name, sample.dataset), []).append(ImageOutcome.of(variant(seen), lesions))
+        normal_probabilities.setdefault(sample.dataset, []).append((bool(lesions.max()), seen.normal_probability))
     for (name, dataset), results in outcomes.items():
         print(json.dumps({"variant": name, "dataset": dataset, "seed": args.seed, **summary(results, [])}))
+    if classifier:
+        for dataset, rows in normal_probabilities.items():
+            print(json.dumps({"classifier": str(args.classifier_run / "fold0"), "dataset": dataset, "seed": args.seed,
+                              **lesion_vs_normal(rows)}))
+
+
+def lesion_vs_normal(rows: list[tuple[bool, float]]) -> dict:
+    """How well the classifier's P(normal) tells the lesion images from the others: AUC (None
+    without both kinds) and the share of lesion images it calls normal."""
+    lesion = np.array([has_lesion for has_lesion, _ in rows])
+    normal = np.array([p for _, p in rows])
+    return {"auc_lesion_vs_normal": round(float(roc_auc_score(lesion, -normal)), 4) if 0 < lesion.sum() < len(rows) else None,
+            "lesion_images_called_normal": round(float((normal[lesion] >= 0.5).mean()), 4) if lesion.any() else None}
 
 
 if __name__ == "__main__":
