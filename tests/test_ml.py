@@ -296,7 +296,6 @@ def test_a_training_command_rerun_or_killed_and_resumed_writes_the_same_weights(
 
 
 def test_training_on_lesion_centred_crops_serves_a_model_that_reads_images_by_windows(tmp_path, shared_data):
-
     from ml.inference import most_suspicious_window
     from ml.preprocess import to_batch
 
@@ -417,7 +416,6 @@ def test_an_ensemble_adds_members_to_a_finished_run_and_fine_tunes_member_by_mem
 
 
 def test_init_starts_every_network_from_another_model_and_the_card_says_which(tmp_path, shared_data):
-
     data_root = mias_subset(tmp_path, shared_data)
     common = ["ml.train", "--modality", "mammography", "--data-root", str(data_root), "--folds", "2",
               "--epochs", "1", "--size", "32", "--batch-size", "8"]
@@ -453,7 +451,6 @@ def test_init_starts_every_network_from_another_model_and_the_card_says_which(tm
 
 
 def test_an_ensembles_gradcam_sums_its_members_blocks_before_the_relu(grays):
-
     from ml.preprocess import InputSpec, to_batch
     from ml.resnet import build_classifier
 
@@ -492,7 +489,6 @@ def test_training_data_with_clean_scans_sees_the_scan_without_its_marks(tmp_path
 
 
 def test_the_evidence_map_is_what_the_logits_average_and_its_loss_wants_it_on_the_lesion():
-
     from ml.multitask import ClassifierWithLocalisation, evidence_on_lesion_loss
     from ml.resnet import ARCHITECTURES
 
@@ -531,7 +527,6 @@ def test_multiscale_gradcam_keeps_only_what_layer4_shows_more_sharply(classifier
 
 
 def test_coarse_blocks_weigh_channels_by_their_mean_gradient_and_fine_blocks_keep_each_location(classifier, grays):
-
     from ml.preprocess import to_batch
     from ml.resnet import member_networks
 
@@ -557,7 +552,6 @@ def test_coarse_blocks_weigh_channels_by_their_mean_gradient_and_fine_blocks_kee
 
 
 def test_output_stride_16_resnet18_is_the_same_network_with_a_finer_last_block():
-
     from ml.resnet import ARCHITECTURES
 
     plain, fine = ARCHITECTURES["resnet18"](3), ARCHITECTURES["resnet18_os16"](3)
