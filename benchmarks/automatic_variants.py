@@ -26,7 +26,7 @@ from scipy import ndimage
 from sklearn.metrics import roc_auc_score
 from tqdm import tqdm
 
-from ml.cards import MODALITY_MODELS, MODALITIES, SEGMENTER_MODELS, read_card
+from ml.cards import MODALITIES, SEGMENTER_MODELS
 from ml.datasets import CLASSES, lesion_mask, load_gray, load_samples
 from ml.inference import tta_logits
 from ml.preprocess import InputSpec, to_batch
@@ -35,7 +35,7 @@ from ml.segmenter.build import load_carded_segmenter
 from ml.segmenter.data import segmenter_split
 from ml.segmenter.evaluate import ImageOutcome, summary
 from ml.segmenter.roi import RoiSettings, Segmenter, rois_from_probability
-from ml.train import fold_network
+from ml.train import fold_network, read_with
 
 BOX_GROWTH = 0.05  # of the ROI's size, on each side, for the box re-prompt
 ZOOMS = (0.9, 1.12)  # within the zoom range the segmenter trained under
@@ -142,8 +142,11 @@ CLASSIFIER_VARIANTS = {
 class FoldClassifier:
     """Fold 0's network of a cross-validation run, read as the served model reads images."""
 
-    def __init__(self, run_dir: Path, modality: str, weights_dir: Path) -> None:
-        self.spec = InputSpec.from_dict(read_card(weights_dir, MODALITY_MODELS[modality])["input"])
+    def __init__(self, run_dir: Path) -> None:
+        spec = read_with(run_dir / "fold0" / "out_of_fold.npz")
+        if spec is None:
+            raise SystemExit(f"{run_dir}/fold0 has not finished: no out_of_fold.npz")
+        self.spec = InputSpec.from_dict(spec)  # the input the run trained and read its held-out images at
         self.network = fold_network(run_dir / "fold0")
         self.explainer = Explainer(self.network, self.spec, CLASSES)
 
@@ -164,10 +167,10 @@ def main() -> None:
                         help="an ml.train run of the same --seed with fold 0 trained: adds the variants that ask it")
     args = parser.parse_args()
     segmenter = Segmenter.for_card(*load_carded_segmenter(args.weights_dir, SEGMENTER_MODELS[args.modality]))
-    classifier = args.classifier_run and FoldClassifier(args.classifier_run, args.modality, Path("weights"))
+    classifier = FoldClassifier(args.classifier_run) if args.classifier_run else None
     variants = VARIANTS | (CLASSIFIER_VARIANTS if classifier else {})
     outcomes: dict[tuple[str, str], list[ImageOutcome]] = {}
-    normal_probabilities: dict[str, list[tuple[bool, float | None]]] = {}
+    normal_probabilities: dict[str, list[tuple[bool, float]]] = {}  # with a classifier: (lesion?, P(normal))
     for sample in tqdm(segmenter_split(load_samples(args.data_root, args.modality), args.seed)[1]):
         gray = load_gray(sample.path)
         lesions, _ = ndimage.label(lesion_mask(sample, gray.shape) > 127)
@@ -175,13 +178,13 @@ def main() -> None:
         seen = classifier.seen(segmenter, gray, probability) if classifier else Seen(segmenter, gray, probability)
         for name, variant in variants.items():
             outcomes.setdefault((name, sample.dataset), []).append(ImageOutcome.of(variant(seen), lesions))
-        normal_probabilities.setdefault(sample.dataset, []).append((bool(lesions.max()), seen.normal_probability))
+        if classifier:
+            normal_probabilities.setdefault(sample.dataset, []).append((bool(lesions.max()), seen.normal_probability))
     for (name, dataset), results in outcomes.items():
         print(json.dumps({"variant": name, "dataset": dataset, "seed": args.seed, **summary(results, [])}))
-    if classifier:
-        for dataset, rows in normal_probabilities.items():
-            print(json.dumps({"classifier": str(args.classifier_run / "fold0"), "dataset": dataset, "seed": args.seed,
-                              **lesion_vs_normal(rows)}))
+    for dataset, rows in normal_probabilities.items():
+        print(json.dumps({"classifier": str(args.classifier_run / "fold0"), "dataset": dataset, "seed": args.seed,
+                          **lesion_vs_normal(rows)}))
 
 
 def lesion_vs_normal(rows: list[tuple[bool, float]]) -> dict:
