@@ -143,9 +143,10 @@ class FoldClassifier:
     """Fold 0's network of a cross-validation run, read as the served model reads images."""
 
     def __init__(self, run_dir: Path) -> None:
-        spec = read_with(run_dir / "fold0" / "out_of_fold.npz")
+        finished = run_dir / "fold0" / "out_of_fold.npz"
+        spec = read_with(finished) if finished.is_file() else None
         if spec is None:
-            raise SystemExit(f"{run_dir}/fold0 has not finished: no out_of_fold.npz")
+            raise SystemExit(f"--classifier-run {run_dir}: fold 0 has not finished (no {finished} with its input spec)")
         self.spec = InputSpec.from_dict(spec)  # the input the run trained and read its held-out images at
         self.network = fold_network(run_dir / "fold0")
         self.explainer = Explainer(self.network, self.spec, CLASSES)
