@@ -188,6 +188,19 @@ def test_training_geometry_moves_the_image_and_its_lesions_together():
         assert sorted(np.unique(moved)) == list(range(moved.max() + 1))  # labels stay consecutive
 
 
+def test_a_weighted_set_fills_more_of_each_epoch_at_the_same_cost():
+    from ml.segmenter.train import epoch_order
+
+    datasets = ["busbra"] * 300 + ["busi"] * 100
+    rng = np.random.default_rng(0)
+    plain = epoch_order(datasets, {}, rng)
+    assert sorted(plain) == list(range(400))  # every image once
+    weighted = np.concatenate([epoch_order(datasets, {"busi": 3}, rng) for _ in range(20)])
+    assert len(weighted) == 20 * 400
+    share = (weighted >= 300).mean()  # busi: 300 of the 600 places in each draw
+    assert 0.47 < share < 0.53 and len(np.unique(weighted[weighted < 300])) == 300
+
+
 @pytest.mark.parametrize("prompt", [{}, {"box": np.array([20, 10, 80, 70])},
                                     {"points": np.array([[40.0, 40.0], [5.0, 5.0]]), "labels": np.array([1, 0])}])
 def test_a_mirrored_image_and_prompt_get_the_mirrored_answer(prompt):
@@ -226,7 +239,8 @@ def test_training_can_start_from_another_segmenter_and_the_card_says_which_and_h
     assert "no-prompt answer from mask token 1" in parent_card["training"]["prompts"]
     assert parent_card["automatic_mask_token"] == 1
     # another seed and a learning rate too small to move a weight, at another input size
-    child = train("child", "--seed", "1", "--lr", "1e-12", "--size", "96", "--init", str(parent_weights))
+    child = train("child", "--seed", "1", "--lr", "1e-12", "--size", "96", "--init", str(parent_weights),
+                  "--dataset-weights", "mias=2")
     assert child.returncode == 0, child.stderr
     start = torch.load(parent_weights, weights_only=True)
     trained = torch.load(tmp_path / "child" / "branet-mg-sam-small.pt", weights_only=True)
@@ -237,7 +251,8 @@ def test_training_can_start_from_another_segmenter_and_the_card_says_which_and_h
     card = json.loads((tmp_path / "child" / "branet-mg-sam-small.json").read_text())
     assert card["training"]["initialised_from"]["sha256"] == json.loads(
         (tmp_path / "parent" / "branet-mg-sam-small.json").read_text())["sha256"]
-    assert f"--init {parent_weights}" in card["training"]["command"] and card["build"]["img_size"] == 96
+    assert f"--init {parent_weights} --dataset-weights mias=2" in card["training"]["command"]
+    assert card["training"]["dataset_weights"] == {"mias": 2} and card["build"]["img_size"] == 96
     assert "automatic_mask_token" not in card  # not asked for: token 0 answers every request
     # an epoch-old model finds no held-out lesion without a prompt: its card says it serves prompts only
     assert card["metrics"]["auto"]["detection_rate"] < 0.5 and card["automatic_rois"] is False
@@ -249,4 +264,9 @@ def test_training_can_start_from_another_segmenter_and_the_card_says_which_and_h
         assert refused.returncode == 2 and "--automatic-weight: a finite number >= 0" in refused.stderr
     refused = train("refused", "--automatic-mask-token", "2")
     assert refused.returncode == 2 and "--automatic-mask-token: invalid choice" in refused.stderr
+    for weights in ("mias=0", "mias", "mias=1.5"):
+        refused = train("refused", "--dataset-weights", weights)
+        assert refused.returncode == 2 and "--dataset-weights: SET=K with a whole K >= 1" in refused.stderr
+    refused = train("refused", "--dataset-weights", "busi=2")
+    assert refused.returncode == 1 and "--dataset-weights names busi: the mammography images come from mias" in refused.stderr
     assert not (tmp_path / "refused").exists()

@@ -55,6 +55,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--automatic-mask-token", type=int, choices=AUTOMATIC_MASK_TOKENS, default=0,
                         help="the mask decoder's output token that answers without a prompt: 0, the one "
                         "prompts use, or 1, SAM's first multimask token, so the two answers do not share it")
+    parser.add_argument("--dataset-weights", type=_dataset_weights, default={}, metavar="SET=K[,SET=K]",
+                        help="draw each image of SET K times as often as the others (e.g. busi=2); an epoch "
+                        "keeps its number of steps, so the run costs the same")
     return parser.parse_args(argv)
 
 
@@ -73,6 +76,29 @@ def _weight(text: str) -> float:
     if not (math.isfinite(value) and value >= 0):
         raise argparse.ArgumentTypeError(f"a finite number >= 0, e.g. 1 (not {text!r})")
     return value
+
+
+def _dataset_weights(text: str) -> dict[str, int]:
+    weights = {}
+    for part in text.split(","):
+        name, _, count = part.partition("=")
+        if not (name and count.isdigit() and int(count) >= 1):
+            raise argparse.ArgumentTypeError(f"SET=K with a whole K >= 1, e.g. busi=2 (not {part!r})")
+        weights[name] = int(count)
+    return weights
+
+
+def _weights_text(weights: dict[str, int]) -> str:
+    return ",".join(f"{name}={count}" for name, count in weights.items())
+
+
+def epoch_order(datasets: list[str], weights: dict[str, int], rng: np.random.Generator) -> np.ndarray:
+    """The image indices of one epoch. Each image of a weighted set enters the draw K times; the
+    shuffled draw is cut to the number of images, so the sets' shares change, not the epoch's cost."""
+    if not weights:
+        return rng.permutation(len(datasets))
+    pool = np.concatenate([np.full(weights.get(name, 1), i) for i, name in enumerate(datasets)])
+    return rng.permutation(pool)[: len(datasets)]
 
 
 def sample_prompt(lesions: np.ndarray, rng: np.random.Generator) -> tuple[dict, np.ndarray]:
@@ -157,7 +183,8 @@ def prompt_loss(model, embedding: torch.Tensor, dense_pe: torch.Tensor, prompt: 
     return segmentation + F.mse_loss(iou_pred[0, 0], iou)
 
 
-def train(args: argparse.Namespace, images: list[PreparedImage], run_dir: Path):
+def train(args: argparse.Namespace, images: list[PreparedImage], datasets: list[str], run_dir: Path):
+    """`datasets[i]` names the set of `images[i]`, for --dataset-weights."""
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
     model = build_branet_sam_small(img_size=args.size, encoder_widths=args.encoder_widths)
@@ -182,7 +209,7 @@ def train(args: argparse.Namespace, images: list[PreparedImage], run_dir: Path):
         log.info("resuming after epoch %d", start_epoch)
     for epoch in range(start_epoch, args.epochs):
         model.train()
-        order = rng.permutation(len(images))
+        order = epoch_order(datasets, args.dataset_weights, rng)
         bar = tqdm(range(0, len(order), args.batch_size), desc=f"epoch {epoch + 1}/{args.epochs}")
         total = 0.0
         for start in bar:
@@ -218,14 +245,18 @@ def train(args: argparse.Namespace, images: list[PreparedImage], run_dir: Path):
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    samples = load_samples(args.data_root, args.modality)
+    training, validation = segmenter_split(samples, args.seed)
+    unknown = sorted(set(args.dataset_weights) - {s.dataset for s in training})
+    if unknown:
+        raise SystemExit(f"--dataset-weights names {', '.join(unknown)}: the {args.modality} images come from "
+                         f"{', '.join(sorted({s.dataset for s in training}))}")
     run_dir = args.run_dir or Path("runs") / f"{args.modality}-segmenter"
     run_dir.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s",
                         handlers=[logging.StreamHandler(), logging.FileHandler(run_dir / "train.log")])
-    samples = load_samples(args.data_root, args.modality)
-    training, validation = segmenter_split(samples, args.seed)
     images = prepare(training, args.size)
-    model = train(args, images, run_dir)
+    model = train(args, images, [s.dataset for s in training], run_dir)
     segmenter = Segmenter(model, args.automatic_mask_token)
     metrics = {prompt: evaluate(segmenter, validation, prompt) for prompt in ("auto", "box", "point")}
     metrics["per_dataset"] = {
@@ -261,12 +292,14 @@ def main(argv: list[str] | None = None) -> None:
             f"--lr {args.lr} --encoder-widths {','.join(map(str, args.encoder_widths))}"
             f"{f' --init {args.init}' if args.init else ''}"
             f"{f' --automatic-weight {args.automatic_weight:g}' if args.automatic_weight else ''}"
-            f"{f' --automatic-mask-token {args.automatic_mask_token}' if args.automatic_mask_token else ''}",
+            f"{f' --automatic-mask-token {args.automatic_mask_token}' if args.automatic_mask_token else ''}"
+            f"{' --dataset-weights ' + _weights_text(args.dataset_weights) if args.dataset_weights else ''}",
             **({"initialised_from": initialised_from(args.init)} if args.init else {}),
             "prompts": "none (all lesions), box around one lesion (jittered), 1-3 positive and 0-2 negative clicks"
             + (f"; and the no-prompt answer for every image, weight {args.automatic_weight:g}" if args.automatic_weight else "")
             + (f"; the no-prompt answer from mask token {args.automatic_mask_token}, not the prompts' token 0"
                if args.automatic_mask_token else ""),
+            **({"dataset_weights": args.dataset_weights} if args.dataset_weights else {}),
             "augmentation": f"mirror, rotation within {ROTATION_DEGREES} degrees, zoom {ZOOM[0]}-{ZOOM[1]}, shift "
             f"within {SHIFT:.0%}; gain, contrast, gamma and speckle",
             "images": len(images),
