@@ -26,12 +26,12 @@ from scipy import ndimage
 from sklearn.metrics import roc_auc_score
 from tqdm import tqdm
 
-from ml.cards import MODALITIES, SEGMENTER_MODELS, read_card, verified_weights_path
+from ml.cards import MODALITIES, SEGMENTER_MODELS
 from ml.datasets import CLASSES, lesion_mask, load_gray, load_samples
 from ml.inference import tta_logits
 from ml.preprocess import InputSpec, to_batch
 from ml.saliency import Explainer
-from ml.segmenter.build import load_segmenter
+from ml.segmenter.build import load_carded_segmenter
 from ml.segmenter.data import inner_point, segmenter_split
 from ml.segmenter.evaluate import ImageOutcome, summary
 from ml.segmenter.roi import RoiSettings, Segmenter, rois_from_probability
@@ -72,34 +72,27 @@ def most_confident_only(seen: Seen) -> list[np.ndarray]:
     return served(seen)[:1]
 
 
-def box_reprompt(seen: Seen, growth: float = BOX_GROWTH, click: bool = False) -> list[np.ndarray]:
-    """Each automatic ROI replaced by the answer to its box, grown by `growth` per side (with
-    `click`, and a positive click at its centre)."""
+def reprompted(seen: Seen, box_growth: float | None, click: bool) -> list[np.ndarray]:
+    """Each automatic ROI replaced by the model's answer to a prompt made from it: its box grown
+    by `box_growth` of its size per side (None: no box), and with `click`, one positive click at
+    its centre (`inner_point`). Without a prompt the model often outlines only a lesion's core;
+    a prompt there asks for the whole lesion it lies in."""
     segmenter, gray = seen.segmenter, seen.gray
     masks = []
     for roi in rois_from_probability(seen.probability, RoiSettings()):
-        x0, y0, x1, y1 = roi.box
-        grow_x, grow_y = growth * (x1 - x0 + 1), growth * (y1 - y0 + 1)
-        box = np.array([max(0, x0 - grow_x), max(0, y0 - grow_y),
-                        min(gray.shape[1] - 1, x1 + grow_x), min(gray.shape[0] - 1, y1 + grow_y)])
+        box = None
+        if box_growth is not None:
+            x0, y0, x1, y1 = roi.box
+            grow_x, grow_y = box_growth * (x1 - x0 + 1), box_growth * (y1 - y0 + 1)
+            box = np.array([max(0, x0 - grow_x), max(0, y0 - grow_y),
+                            min(gray.shape[1] - 1, x1 + grow_x), min(gray.shape[0] - 1, y1 + grow_y)])
         points, labels = (inner_point(roi.mask)[None], np.ones(1)) if click else (None, None)
         answer = segmenter.prompted_roi(gray, box, points, labels)
         masks.append(roi.mask if answer is None else answer.mask)
     return masks
 
 
-def click_reprompt(seen: Seen) -> list[np.ndarray]:
-    """Each automatic ROI replaced by the answer to one positive click at its centre
-    (`inner_point`). Without a prompt the model often outlines only a lesion's core; a click
-    there asks for the whole lesion it lies in, as the centre-point prompt does."""
-    masks = []
-    for roi in rois_from_probability(seen.probability, RoiSettings()):
-        answer = seen.segmenter.prompted_roi(seen.gray, None, inner_point(roi.mask)[None], np.ones(1))
-        masks.append(roi.mask if answer is None else answer.mask)
-    return masks
-
-
-def grown(seen: Seen, low: float = 0.3) -> list[np.ndarray]:
+def grown(seen: Seen, low: float) -> list[np.ndarray]:
     """Each automatic ROI grown to the region of probability above `low` that holds it
     (hysteresis: confident cores found at 0.5, their outline drawn at `low`); ROIs that grow
     into one region count once."""
@@ -155,13 +148,13 @@ def sensitive_where_lesion(seen: Seen) -> list[np.ndarray]:
 VARIANTS = {
     "served": served,
     "most_confident_only": most_confident_only,
-    "box_reprompt": box_reprompt,
-    "click_reprompt": click_reprompt,
+    "box_reprompt": lambda seen: reprompted(seen, BOX_GROWTH, click=False),
+    "click_reprompt": lambda seen: reprompted(seen, None, click=True),
     "zoom_average": zoom_average,
-    "box_0.15": lambda seen: box_reprompt(seen, 0.15),
-    "box_0.3": lambda seen: box_reprompt(seen, 0.3),
-    "box_0.15_click": lambda seen: box_reprompt(seen, 0.15, click=True),
-    "box_0.3_click": lambda seen: box_reprompt(seen, 0.3, click=True),
+    "box_0.15": lambda seen: reprompted(seen, 0.15, click=False),
+    "box_0.3": lambda seen: reprompted(seen, 0.3, click=False),
+    "box_0.15_click": lambda seen: reprompted(seen, 0.15, click=True),
+    "box_0.3_click": lambda seen: reprompted(seen, 0.3, click=True),
     "grown_0.2": lambda seen: grown(seen, 0.2),
 }
 CLASSIFIER_VARIANTS = {
@@ -202,9 +195,7 @@ def main() -> None:
     parser.add_argument("--classifier-run", type=Path, metavar="RUN",
                         help="an ml.train run of the same --seed with fold 0 trained: adds the variants that ask it")
     args = parser.parse_args()
-    card = read_card(args.weights_dir, SEGMENTER_MODELS[args.modality])
-    build = card["build"] | ({"img_size": args.img_size} if args.img_size else {})
-    segmenter = Segmenter.for_card(load_segmenter(card["architecture"], verified_weights_path(args.weights_dir, card), build), card)
+    segmenter = Segmenter.for_card(*load_carded_segmenter(args.weights_dir, SEGMENTER_MODELS[args.modality], args.img_size))
     classifier = FoldClassifier(args.classifier_run) if args.classifier_run else None
     variants = VARIANTS | (CLASSIFIER_VARIANTS if classifier else {})
     outcomes: dict[tuple[str, str], list[ImageOutcome]] = {}
@@ -219,7 +210,7 @@ def main() -> None:
         if classifier:
             normal_probabilities.setdefault(sample.dataset, []).append((bool(lesions.max()), seen.normal_probability))
     for (name, dataset), results in outcomes.items():
-        print(json.dumps({"variant": name, "dataset": dataset, "seed": args.seed, "img_size": build["img_size"],
+        print(json.dumps({"variant": name, "dataset": dataset, "seed": args.seed, "img_size": segmenter.model.image_encoder.img_size,
                           **summary(results, [])}))
     for dataset, rows in normal_probabilities.items():
         print(json.dumps({"classifier": str(args.classifier_run / "fold0"), "dataset": dataset, "seed": args.seed,

@@ -69,6 +69,11 @@ def test_a_carded_segmenter_loads_only_the_weights_its_card_names(tmp_path):
     model, card = load_carded_segmenter(tmp_path, "branet-mg-sam-small")
     assert card["modality"] == "mammography"
     assert model.image_encoder.img_size == card["build"]["img_size"]
+    resized, _ = load_carded_segmenter(tmp_path, "branet-mg-sam-small", img_size=128)
+    assert resized.image_encoder.img_size == 128 != card["build"]["img_size"]
+    assert resized.prompt_encoder.image_embedding_size == (8, 8)
+    for key, value in model.state_dict().items():
+        assert torch.equal(resized.state_dict()[key], value), key
     with open(tmp_path / "branet-mg-sam-small.pt", "ab") as weights:
         weights.write(b"\0")
     with pytest.raises(WeightsTampered):

@@ -66,8 +66,10 @@ def load_segmenter(architecture: str, weights_path: Path, build: dict | None = N
     return model.eval()
 
 
-def load_carded_segmenter(weights_dir: Path, name: str) -> tuple[Sam, dict]:
+def load_carded_segmenter(weights_dir: Path, name: str, img_size: int | None = None) -> tuple[Sam, dict]:
     """The segmenter whose card `name` sits in `weights_dir`, its weights checked against the
-    card's sha256, and that card."""
+    card's sha256, and that card. `img_size` builds it for another input size than the card's
+    (no weight's shape depends on it): for measuring how input size matters, not for serving."""
     card = read_card(weights_dir, name)
-    return load_segmenter(card["architecture"], verified_weights_path(weights_dir, card), card["build"]), card
+    build = card["build"] | ({"img_size": img_size} if img_size else {})
+    return load_segmenter(card["architecture"], verified_weights_path(weights_dir, card), build), card
