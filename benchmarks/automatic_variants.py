@@ -210,7 +210,7 @@ def main() -> None:
         if classifier:
             normal_probabilities.setdefault(sample.dataset, []).append((bool(lesions.max()), seen.normal_probability))
     for (name, dataset), results in outcomes.items():
-        print(json.dumps({"variant": name, "dataset": dataset, "seed": args.seed, "img_size": segmenter.model.image_encoder.img_size,
+        print(json.dumps({"variant": name, "dataset": dataset, "seed": args.seed, "img_size": segmenter.members[0].image_encoder.img_size,
                           **summary(results, [])}))
     for dataset, rows in normal_probabilities.items():
         print(json.dumps({"classifier": str(args.classifier_run / "fold0"), "dataset": dataset, "seed": args.seed,

@@ -150,10 +150,11 @@ def inference_costs(gflops_rate: float, grays: dict[str, np.ndarray]) -> list[di
             segmenter.probability(gray)
             times.append(time.perf_counter() - started)
         size = card["build"]["img_size"]
-        # Segmenter.probability encodes the image and its mirror image.
-        encoder_flops = 2 * flops(segmenter.model.image_encoder, torch.zeros(1, 3, size, size))
+        # Segmenter.probability encodes the image and its mirror image, with each member.
+        encodings = 2 * len(segmenter.members)
+        encoder_flops = encodings * flops(segmenter.members[0].image_encoder, torch.zeros(1, 3, size, size))
         bound = encoder_flops / (gflops_rate * 1e9)
-        rows.append({"model": name + " (two image encodings bound)", "gflops": round(encoder_flops / 1e9, 3),
+        rows.append({"model": name + f" ({encodings} image encodings bound)", "gflops": round(encoder_flops / 1e9, 3),
                      "median_ms": round(1000 * statistics.median(times), 2),
                      "lower_bound_ms": round(1000 * bound, 2), "ratio": round(statistics.median(times) / bound, 2)})
     return rows

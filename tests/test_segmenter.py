@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import shutil
 from functools import partial
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -66,10 +67,10 @@ def test_loader_refuses_unknown_architectures_and_foreign_state(tmp_path):
 def test_a_carded_segmenter_loads_only_the_weights_its_card_names(tmp_path):
     for name in ("branet-mg-sam-small.json", "branet-mg-sam-small.pt"):
         shutil.copy(WEIGHTS / name, tmp_path / name)
-    model, card = load_carded_segmenter(tmp_path, "branet-mg-sam-small")
+    (model,), card = load_carded_segmenter(tmp_path, "branet-mg-sam-small")
     assert card["modality"] == "mammography"
     assert model.image_encoder.img_size == card["build"]["img_size"]
-    resized, _ = load_carded_segmenter(tmp_path, "branet-mg-sam-small", img_size=128)
+    (resized,), _ = load_carded_segmenter(tmp_path, "branet-mg-sam-small", img_size=128)
     assert resized.image_encoder.img_size == 128 != card["build"]["img_size"]
     assert resized.prompt_encoder.image_embedding_size == (8, 8)
     for key, value in model.state_dict().items():
@@ -176,6 +177,18 @@ def test_the_no_prompt_answer_can_come_from_a_mask_token_of_its_own():
         Segmenter(model, 2)
 
 
+def test_an_ensemble_answers_the_mean_of_its_members():
+    members = [build_branet_sam_small(img_size=128) for _ in range(2)]  # two random starts
+    ensemble, alone = Segmenter(members), [Segmenter(member) for member in members]
+    for prompt in ({}, {"box": np.array([10, 10, 60, 50])}):
+        answers = [segmenter.probability(GRAY, **prompt) for segmenter in alone]
+        assert not np.allclose(answers[0], answers[1], atol=1e-3)
+        assert np.allclose(ensemble.probability(GRAY, **prompt), np.mean(answers, axis=0), atol=1e-6)
+    assert ensemble.cached_images() == 2  # each image holds both members' embeddings
+    with pytest.raises(ValueError, match="at least one"):
+        Segmenter([])
+
+
 def test_training_geometry_moves_the_image_and_its_lesions_together():
     from ml.segmenter.train import randomly_warped
 
@@ -275,3 +288,52 @@ def test_training_can_start_from_another_segmenter_and_the_card_says_which_and_h
     refused = train("refused", "--dataset-weights", "busi=2")
     assert refused.returncode == 1 and "--dataset-weights names busi: the mammography images come from mias" in refused.stderr
     assert not (tmp_path / "refused").exists()
+
+
+def test_segmenters_of_one_split_join_into_an_ensemble_and_other_splits_are_refused(tmp_path, shared_data):
+    from tests.test_ml import mias_subset, run_module
+
+    data_root = mias_subset(tmp_path, shared_data)
+    name = "branet-mg-sam-small"
+
+    def train(run: str, *extra: str):
+        done = run_module("ml.segmenter.train", "--modality", "mammography", "--data-root", str(data_root),
+                          "--epochs", "1", "--size", "64", "--batch-size", "8", "--run-dir", str(tmp_path / run),
+                          "--weights-dir", str(tmp_path / run), *extra)
+        assert done.returncode == 0, done.stderr
+        return tmp_path / run
+
+    def join(*members: Path):
+        return run_module("ml.segmenter.ensemble", "--modality", "mammography", "--data-root", str(data_root),
+                          "--weights-dir", str(tmp_path / "ensemble"), *map(str, members))
+
+    first, second = train("first"), train("second", "--seed", "1", "--split-seed", "0")
+    other_split = train("other-split", "--seed", "1")
+    second_card = json.loads((second / f"{name}.json").read_text())
+    assert second_card["training"]["split_seed"] == 0 and "--seed 1" in second_card["training"]["command"]
+    assert second_card["training"]["command"].endswith("--split-seed 0")
+
+    refused = join(first, other_split)
+    assert refused.returncode == 1 and "different splits (split seeds [0, 1])" in refused.stderr
+    refused = join(first)
+    assert refused.returncode == 2 and "at least two members" in refused.stderr
+    assert not (tmp_path / "ensemble").exists()
+
+    joined = join(first, second)
+    assert joined.returncode == 0, joined.stderr
+    members, card = load_carded_segmenter(tmp_path / "ensemble", name)
+    assert len(members) == card["members"] == 2 and card["training"]["split_seed"] == 0
+    assert [m["sha256"] for m in card["training"]["members"]] == [
+        json.loads((run / f"{name}.json").read_text())["sha256"] for run in (first, second)]
+    for member, run in zip(members, (first, second)):
+        (alone,), _ = load_carded_segmenter(run, name)
+        for key, value in alone.state_dict().items():
+            assert torch.equal(member.state_dict()[key], value), key
+    # measured afresh, as the ensemble answers, on the fold no member trained on
+    assert set(card["metrics"]) >= {"auto", "box", "point", "per_dataset"}
+    assert card["metrics"]["box"]["n"] == second_card["metrics"]["box"]["n"]
+    assert card["automatic_rois"] is (card["metrics"]["auto"]["detection_rate"] >= 0.5)
+    ensemble = Segmenter.for_card(members, card)
+    box = np.array([5, 5, 40, 30])
+    answers = [Segmenter(member).probability(GRAY, box=box) for member in members]
+    assert np.allclose(ensemble.probability(GRAY, box=box), np.mean(answers, axis=0), atol=1e-6)

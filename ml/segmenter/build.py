@@ -14,6 +14,7 @@ from segment_anything.modeling import MaskDecoder, PromptEncoder, Sam, TwoWayTra
 
 from ml.cards import read_card, verified_weights_path
 from ml.errors import ModelUnavailable
+from ml.resnet import member_states
 from ml.segmenter.encoder import ENCODER_WIDTHS, ResNetImageEncoder
 
 # Gray images are replicated to three channels; this normalisation matches the classifier's.
@@ -55,21 +56,34 @@ SEGMENTER_BUILDERS = {
 def load_segmenter(architecture: str, weights_path: Path, build: dict | None = None) -> Sam:
     """Build `architecture` (with its card's `build` arguments) and load a state dict
     (tensors only: never arbitrary pickled objects)."""
+    return _built(architecture, build, _state_dict(weights_path), weights_path)
+
+
+def load_carded_segmenter(weights_dir: Path, name: str, img_size: int | None = None) -> tuple[list[Sam], dict]:
+    """The segmenter whose card `name` sits in `weights_dir`, its weights checked against the
+    card's sha256: one `Sam` per member (an ensemble's card says how many, `members`; others hold
+    one), and that card. `img_size` builds it for another input size than the card's (no weight's
+    shape depends on it): for measuring how input size matters, not for serving."""
+    card = read_card(weights_dir, name)
+    build = card["build"] | ({"img_size": img_size} if img_size else {})
+    weights_path = verified_weights_path(weights_dir, card)
+    members = member_states(_state_dict(weights_path), card.get("members", 1))
+    return [_built(card["architecture"], build, state, weights_path) for state in members], card
+
+
+def _state_dict(weights_path: Path) -> dict[str, torch.Tensor]:
+    try:
+        return torch.load(weights_path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError) as error:
+        raise ModelUnavailable(f"segmenter weights {weights_path} do not load: {error}") from None
+
+
+def _built(architecture: str, build: dict | None, state: dict[str, torch.Tensor], weights_path: Path) -> Sam:
     if architecture not in SEGMENTER_BUILDERS:
         raise ModelUnavailable(f"unknown segmenter architecture {architecture!r}")
     model = SEGMENTER_BUILDERS[architecture](**(build or {}))
     try:
-        state = torch.load(weights_path, map_location="cpu", weights_only=True)
         model.load_state_dict({k: v.float() for k, v in state.items()})
-    except (OSError, RuntimeError, KeyError) as error:
+    except (RuntimeError, KeyError) as error:
         raise ModelUnavailable(f"segmenter weights {weights_path} do not load: {error}") from None
     return model.eval()
-
-
-def load_carded_segmenter(weights_dir: Path, name: str, img_size: int | None = None) -> tuple[Sam, dict]:
-    """The segmenter whose card `name` sits in `weights_dir`, its weights checked against the
-    card's sha256, and that card. `img_size` builds it for another input size than the card's
-    (no weight's shape depends on it): for measuring how input size matters, not for serving."""
-    card = read_card(weights_dir, name)
-    build = card["build"] | ({"img_size": img_size} if img_size else {})
-    return load_segmenter(card["architecture"], verified_weights_path(weights_dir, card), build), card

@@ -105,3 +105,14 @@ def evaluate(segmenter: Segmenter, samples: list[Sample], prompt: str,
         seconds.append(time.perf_counter() - started)
         outcomes.append(ImageOutcome.of(predicted, lesions))
     return summary(outcomes, seconds)
+
+
+def held_out_metrics(segmenter: Segmenter, held_out: list[Sample]) -> dict:
+    """Every prompt kind's `evaluate`, on all the held-out images and on each data set's: what a
+    segmenter's card records."""
+    metrics: dict = {prompt: evaluate(segmenter, held_out, prompt) for prompt in PROMPTS}
+    metrics["per_dataset"] = {
+        name: {prompt: evaluate(segmenter, [s for s in held_out if s.dataset == name], prompt) for prompt in PROMPTS}
+        for name in sorted({s.dataset for s in held_out})
+    }
+    return metrics

@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,43 +50,50 @@ class _Embedding:
 
 
 class Segmenter:
-    """Runs one `Sam` model. A fresh `SamPredictor` per call keeps concurrent calls independent;
-    image embeddings are kept in a bounded cache keyed by image content, so that a clinician's
-    prompt correction on an image just analysed reuses its embedding (recomputed when evicted)."""
+    """Runs one `Sam` model, or the mean answer of an ensemble's members (`ml.segmenter.ensemble`).
+    A fresh `SamPredictor` per call keeps concurrent calls independent; image embeddings are kept
+    in a bounded cache keyed by image content, so that a clinician's prompt correction on an image
+    just analysed reuses them (recomputed when evicted)."""
 
-    def __init__(self, model: Sam, automatic_mask_token: int = 0, cache_size: int = EMBEDDING_CACHE_SIZE) -> None:
+    def __init__(self, members: Sam | Sequence[Sam], automatic_mask_token: int = 0,
+                 cache_size: int = EMBEDDING_CACHE_SIZE) -> None:
         if automatic_mask_token not in AUTOMATIC_MASK_TOKENS:
             raise ValueError(f"automatic_mask_token must be one of {AUTOMATIC_MASK_TOKENS}, not {automatic_mask_token!r}")
-        self.model = model.eval()
+        self.members = [members.eval()] if isinstance(members, Sam) else [member.eval() for member in members]
+        if not self.members:
+            raise ValueError("a Segmenter needs at least one Sam model")
         self.automatic_mask_token = automatic_mask_token
         self.cache_size = cache_size
-        self._cache: OrderedDict[str, _Embedding] = OrderedDict()
+        self._cache: OrderedDict[str, list[_Embedding]] = OrderedDict()
         self._lock = threading.Lock()
 
     @classmethod
-    def for_card(cls, model: Sam, card: dict, cache_size: int = EMBEDDING_CACHE_SIZE) -> "Segmenter":
+    def for_card(cls, members: Sam | Sequence[Sam], card: dict, cache_size: int = EMBEDDING_CACHE_SIZE) -> "Segmenter":
         """The segmenter its card describes: the card says which mask token answers without a prompt."""
-        return cls(model, card.get("automatic_mask_token", 0), cache_size)
+        return cls(members, card.get("automatic_mask_token", 0), cache_size)
 
-    def _predictor(self, gray: np.ndarray) -> SamPredictor:
+    def _predictors(self, gray: np.ndarray) -> list[SamPredictor]:
+        """One predictor per member, each holding its embedding of `gray`."""
         key = hashlib.sha256(gray.tobytes() + str(gray.shape).encode()).hexdigest()
-        predictor = SamPredictor(self.model)
+        predictors = [SamPredictor(member) for member in self.members]
         with self._lock:
             cached = self._cache.get(key)
             if cached is not None:
                 self._cache.move_to_end(key)
         if cached is None:
             with torch.inference_mode():
-                predictor.set_image(np.repeat(gray[:, :, None], 3, axis=2))
-            cached = _Embedding(predictor.features, predictor.original_size, predictor.input_size)
+                for predictor in predictors:
+                    predictor.set_image(np.repeat(gray[:, :, None], 3, axis=2))
+            cached = [_Embedding(p.features, p.original_size, p.input_size) for p in predictors]
             with self._lock:
                 self._cache[key] = cached
                 while len(self._cache) > self.cache_size:
                     self._cache.popitem(last=False)
         else:  # the state `SamPredictor.set_image` leaves behind
-            predictor.features, predictor.original_size = cached.features, cached.original_size
-            predictor.input_size, predictor.is_image_set = cached.input_size, True
-        return predictor
+            for predictor, embedding in zip(predictors, cached):
+                predictor.features, predictor.original_size = embedding.features, embedding.original_size
+                predictor.input_size, predictor.is_image_set = embedding.input_size, True
+        return predictors
 
     def cached_images(self) -> int:
         return len(self._cache)
@@ -107,12 +115,15 @@ class Segmenter:
 
     def _answer(self, gray: np.ndarray, box: np.ndarray | None, points: np.ndarray | None,
                 labels: np.ndarray | None) -> np.ndarray:
-        predictor = self._predictor(gray)
+        """The members' mean lesion probability for one image."""
         multimask, answer = decoder_request(self.automatic_mask_token if box is None and points is None else 0)
-        with torch.inference_mode():
-            logits, _, _ = predictor.predict(point_coords=points, point_labels=labels, box=box,
-                                             multimask_output=multimask, return_logits=True)
-        return 1 / (1 + np.exp(-logits[answer]))
+        probabilities = []
+        for predictor in self._predictors(gray):
+            with torch.inference_mode():
+                logits, _, _ = predictor.predict(point_coords=points, point_labels=labels, box=box,
+                                                 multimask_output=multimask, return_logits=True)
+            probabilities.append(1 / (1 + np.exp(-logits[answer])))
+        return np.mean(probabilities, axis=0)
 
     def find_rois(self, gray: np.ndarray, settings: RoiSettings = RoiSettings()) -> list[Roi]:
         """Lesions found without any prompt, most confident first."""

@@ -29,7 +29,7 @@ from ml.errors import ModelUnavailable
 from ml.segmenter.build import build_branet_sam_small, load_segmenter
 from ml.segmenter.data import PreparedImage, lesion_boxes, prepare, segmenter_split
 from ml.segmenter.encoder import ENCODER_WIDTHS
-from ml.segmenter.evaluate import evaluate
+from ml.segmenter.evaluate import held_out_metrics
 from ml.segmenter.roi import AUTOMATIC_MASK_TOKENS, Segmenter, decoder_request
 from ml.train import compact_state, initialised_from, parent_card
 
@@ -38,6 +38,11 @@ log = logging.getLogger("ml.segmenter.train")
 # A segmenter that finds fewer of the held-out lesions than this without a prompt would answer "no
 # ROI found" for most images with a finding: its card says so, and it serves prompts only.
 MIN_AUTOMATIC_DETECTION = 0.5
+
+
+def finds_lesions_without_prompt(metrics: dict) -> bool:
+    """What a card's `automatic_rois` says, from its held-out metrics."""
+    return (metrics["auto"]["detection_rate"] or 0) >= MIN_AUTOMATIC_DETECTION
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -55,6 +60,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--automatic-mask-token", type=int, choices=AUTOMATIC_MASK_TOKENS, default=0,
                         help="the mask decoder's output token that answers without a prompt: 0, the one "
                         "prompts use, or 1, SAM's first multimask token, so the two answers do not share it")
+    parser.add_argument("--split-seed", type=int, metavar="SEED",
+                        help="the seed of the patient-grouped split whose fold 0 is held out (default: --seed); "
+                        "with another --seed, a second network on the same images, e.g. an ensemble's member")
     parser.add_argument("--dataset-weights", type=_dataset_weights, default={}, metavar="SET=K[,SET=K]",
                         help="draw each image of SET K times as often as the others (e.g. busi=2); an epoch "
                         "keeps its number of steps, so the run costs the same")
@@ -86,6 +94,10 @@ def _dataset_weights(text: str) -> dict[str, int]:
             raise argparse.ArgumentTypeError(f"SET=K with a whole K >= 1, e.g. busi=2 (not {part!r})")
         weights[name] = int(count)
     return weights
+
+
+def split_seed(args: argparse.Namespace) -> int:
+    return args.seed if args.split_seed is None else args.split_seed
 
 
 def _weights_text(weights: dict[str, int]) -> str:
@@ -246,7 +258,7 @@ def train(args: argparse.Namespace, images: list[PreparedImage], datasets: list[
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     samples = load_samples(args.data_root, args.modality)
-    training, validation = segmenter_split(samples, args.seed)
+    training, validation = segmenter_split(samples, split_seed(args))
     unknown = sorted(set(args.dataset_weights) - {s.dataset for s in training})
     if unknown:
         raise SystemExit(f"--dataset-weights names {', '.join(unknown)}: the {args.modality} images come from "
@@ -258,12 +270,7 @@ def main(argv: list[str] | None = None) -> None:
     images = prepare(training, args.size)
     model = train(args, images, [s.dataset for s in training], run_dir)
     segmenter = Segmenter(model, args.automatic_mask_token)
-    metrics = {prompt: evaluate(segmenter, validation, prompt) for prompt in ("auto", "box", "point")}
-    metrics["per_dataset"] = {
-        name: {prompt: evaluate(segmenter, [s for s in validation if s.dataset == name], prompt)
-               for prompt in ("auto", "box", "point")}
-        for name in sorted({s.dataset for s in validation})
-    }
+    metrics = held_out_metrics(segmenter, validation)
     log.info("validation: %s", json.dumps(metrics))
 
     name = SEGMENTER_MODELS[args.modality]
@@ -278,11 +285,12 @@ def main(argv: list[str] | None = None) -> None:
         "architecture": "branet_sam_small",
         "build": {"img_size": args.size, "encoder_widths": list(args.encoder_widths)},
         "input": {"img_size": args.size, "channels": "grayscale replicated to 3"},
-        "automatic_rois": (metrics["auto"]["detection_rate"] or 0) >= MIN_AUTOMATIC_DETECTION,
+        "automatic_rois": finds_lesions_without_prompt(metrics),
         **({"automatic_mask_token": args.automatic_mask_token} if args.automatic_mask_token else {}),
         "metrics": {
-            "split": "validation on fold 0 of the 5-fold split grouped by patient/near-duplicate group "
-            "(the classifier's fold 0); the shipped network is trained on the other four folds",
+            "split": f"validation on fold 0 of the 5-fold split of seed {split_seed(args)} grouped by "
+            "patient/near-duplicate group (the classifier's fold 0 for that seed); the shipped network is "
+            "trained on the other four folds",
             **metrics,
         },
         "training": {
@@ -290,6 +298,7 @@ def main(argv: list[str] | None = None) -> None:
             "command": f"python -m ml.segmenter.train --modality {args.modality} --epochs {args.epochs} "
             f"--size {args.size} --batch-size {args.batch_size} --seed {args.seed} "
             f"--lr {args.lr} --encoder-widths {','.join(map(str, args.encoder_widths))}"
+            f"{f' --split-seed {args.split_seed}' if args.split_seed is not None else ''}"
             f"{f' --init {args.init}' if args.init else ''}"
             f"{f' --automatic-weight {args.automatic_weight:g}' if args.automatic_weight else ''}"
             f"{f' --automatic-mask-token {args.automatic_mask_token}' if args.automatic_mask_token else ''}"
@@ -303,6 +312,7 @@ def main(argv: list[str] | None = None) -> None:
             "augmentation": f"mirror, rotation within {ROTATION_DEGREES} degrees, zoom {ZOOM[0]}-{ZOOM[1]}, shift "
             f"within {SHIFT:.0%}; gain, contrast, gamma and speckle",
             "images": len(images),
+            "split_seed": split_seed(args),
         },
         **provenance(weights_path, datasets),
     }

@@ -1,0 +1,119 @@
+"""Join segmenters trained on the same images into one ensemble: one weights file and its card.
+
+    python -m ml.segmenter.ensemble --modality ultrasound --weights-dir runs/us-ensemble/weights \
+        weights runs/us-segmenter-s0-m1/weights
+
+Each member is a finished `ml.segmenter.train` run (a folder holding the modality's segmenter
+weights and card) from another random start (`--seed`) on the same split (`--split-seed`): the
+same held-out fold, which no member saw, measures the ensemble, whose answer is the mean of the
+members' lesion probabilities (`Segmenter`). The members' files are only read.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+import torch
+
+from ml.cards import SEGMENTER_MODELS, MODALITIES, provenance, write_card
+from ml.checkpoints import version_now
+from ml.datasets import load_samples
+from ml.segmenter.build import load_carded_segmenter
+from ml.segmenter.data import segmenter_split
+from ml.segmenter.evaluate import held_out_metrics
+from ml.segmenter.roi import Segmenter
+from ml.segmenter.train import finds_lesions_without_prompt
+from ml.train import compact_state
+
+log = logging.getLogger("ml.segmenter.ensemble")
+
+# What every member's card must share: an ensemble answers one way, at one input size, and is
+# measured on the one fold that none of its members trained on.
+SHARED_FIELDS = ("modality", "architecture", "build", "automatic_mask_token")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m ml.segmenter.ensemble", description=__doc__.split("\n")[0])
+    parser.add_argument("members", type=Path, nargs="+", metavar="MEMBER_DIR",
+                        help="folders of finished segmenter runs (weights and card), at least two")
+    parser.add_argument("--modality", choices=MODALITIES, required=True)
+    parser.add_argument("--weights-dir", type=Path, required=True, help="where the ensemble's weights and card go")
+    parser.add_argument("--data-root", type=Path, default=Path("../shared/data"))
+    parser.add_argument("--version", default=version_now(), help="the ensemble's version (default: now, UTC)")
+    args = parser.parse_args(argv)
+    if len(args.members) < 2:
+        parser.error("an ensemble needs at least two members")
+    return args
+
+
+def member_split_seed(card: dict) -> int | None:
+    return card.get("training", {}).get("split_seed")
+
+
+def check_members(cards: list[dict]) -> int:
+    """The split seed all members share; SystemExit naming what differs otherwise."""
+    first = cards[0]
+    for card in cards[1:]:
+        for field in SHARED_FIELDS:
+            if card.get(field) != first.get(field):
+                raise SystemExit(f"members differ in {field}: {first.get(field)!r} and {card.get(field)!r}")
+    seeds = {member_split_seed(card) for card in cards}
+    if None in seeds:
+        raise SystemExit("a member's card does not say which split it trained on (training.split_seed)")
+    if len(seeds) > 1:
+        raise SystemExit(f"members trained on different splits (split seeds {sorted(seeds)}): "
+                         "one held out what another trained on")
+    if any(card.get("members", 1) > 1 for card in cards):
+        raise SystemExit("a member is itself an ensemble: join its members instead")
+    return seeds.pop()
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    name = SEGMENTER_MODELS[args.modality]
+    loaded = [load_carded_segmenter(directory, name) for directory in args.members]
+    cards = [card for _, card in loaded]
+    split_seed = check_members(cards)
+    networks = [models[0] for models, _ in loaded]
+    segmenter = Segmenter.for_card(networks, cards[0])
+    samples = load_samples(args.data_root, args.modality)
+    metrics = held_out_metrics(segmenter, segmenter_split(samples, split_seed)[1])
+
+    args.weights_dir.mkdir(parents=True, exist_ok=True)
+    weights_path = args.weights_dir / f"{name}.pt"
+    torch.save({f"members.{i}.{key}": value for i, network in enumerate(networks)
+                for key, value in compact_state(network).items()}, weights_path)
+    first = cards[0]
+    card = {
+        "name": name,
+        "version": args.version,
+        **{field: first[field] for field in SHARED_FIELDS if field in first},
+        "input": first["input"],
+        "members": len(networks),
+        "automatic_rois": finds_lesions_without_prompt(metrics),
+        "metrics": {
+            "split": f"validation on fold 0 of the 5-fold split of seed {split_seed} grouped by "
+            "patient/near-duplicate group, which no member trained on; each member is trained on the "
+            "other four folds",
+            **metrics,
+        },
+        "training": {
+            "from_scratch": all(card["training"].get("from_scratch") for card in cards),
+            "command": f"python -m ml.segmenter.ensemble --modality {args.modality} "
+            + " ".join(str(directory) for directory in args.members),
+            "ensemble": f"{len(networks)} networks from different random starts on the same images; "
+            "the answer is the mean of their lesion probabilities",
+            "split_seed": split_seed,
+            "members": [{"version": card["version"], "sha256": card["sha256"], "command": card["training"]["command"]}
+                        for card in cards],
+        },
+        **provenance(weights_path, sorted({s.dataset for s in samples})),
+    }
+    write_card(args.weights_dir, card)
+    log.info("wrote %s: auto dice %s, box dice %s", weights_path, metrics["auto"]["dice"], metrics["box"]["dice"])
+
+
+if __name__ == "__main__":
+    main()
