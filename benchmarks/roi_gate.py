@@ -30,6 +30,8 @@ def main() -> None:
     parser.add_argument("--data-root", type=Path, default=Path("../shared/data"))
     parser.add_argument("--min-areas", default="0.0002,0.0005,0.001,0.002")
     parser.add_argument("--confidences", default="0.5,0.6,0.7,0.8,0.9")
+    parser.add_argument("--lesion-thresholds", default="0.5",
+                        help="lesion probabilities above which a pixel belongs to an ROI")
     args = parser.parse_args()
 
     segmenter = Segmenter.for_card(*load_carded_segmenter(args.weights_dir, SEGMENTER_MODELS[args.modality]))
@@ -39,17 +41,20 @@ def main() -> None:
         gray = load_gray(sample.path)
         lesions, _ = ndimage.label(lesion_mask(sample, gray.shape) > 127)
         images.append((sample.dataset, segmenter.probability(gray), lesions))
-    for min_area in map(float, args.min_areas.split(",")):
-        for confidence in map(float, args.confidences.split(",")):
-            gate = RoiSettings(min_area_fraction=min_area, confidence_threshold=confidence)
-            outcomes = {}
-            for dataset, probability, lesions in images:
-                predicted = [roi.mask for roi in rois_from_probability(probability, gate)]
-                outcomes.setdefault(dataset, []).append(ImageOutcome.of(predicted, lesions))
-            for dataset, scored in sorted(outcomes.items()):
-                result = {key: value for key, value in summary(scored, []).items() if key != "ms_per_image"}
-                print(json.dumps({"dataset": dataset, "min_area_fraction": min_area,
-                                  "confidence_threshold": confidence, **result}))
+    gates = [RoiSettings(min_area_fraction=min_area, confidence_threshold=confidence, lesion_threshold=threshold)
+             for min_area in map(float, args.min_areas.split(","))
+             for confidence in map(float, args.confidences.split(","))
+             for threshold in map(float, args.lesion_thresholds.split(","))]
+    for gate in gates:
+        outcomes = {}
+        for dataset, probability, lesions in images:
+            predicted = [roi.mask for roi in rois_from_probability(probability, gate)]
+            outcomes.setdefault(dataset, []).append(ImageOutcome.of(predicted, lesions))
+        for dataset, scored in sorted(outcomes.items()):
+            result = {key: value for key, value in summary(scored, []).items() if key != "ms_per_image"}
+            print(json.dumps({"dataset": dataset, "min_area_fraction": gate.min_area_fraction,
+                              "confidence_threshold": gate.confidence_threshold,
+                              "lesion_threshold": gate.lesion_threshold, **result}))
 
 
 if __name__ == "__main__":

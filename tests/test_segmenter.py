@@ -315,6 +315,9 @@ def test_segmenters_of_one_split_join_into_an_ensemble_and_other_splits_are_refu
 
     refused = join(first, other_split)
     assert refused.returncode == 1 and "different splits (split seeds [0, 1])" in refused.stderr
+    narrower = train("narrower", "--seed", "2", "--split-seed", "0", "--encoder-widths", "8,16,32,64")
+    refused = join(first, narrower)
+    assert refused.returncode == 1 and "weight shapes" in refused.stderr
     refused = join(first)
     assert refused.returncode == 2 and "at least two members" in refused.stderr
     assert not (tmp_path / "ensemble").exists()

@@ -15,6 +15,7 @@ import logging
 from pathlib import Path
 
 import torch
+from segment_anything.modeling import Sam
 
 from ml.cards import SEGMENTER_MODELS, MODALITIES, provenance, write_card
 from ml.checkpoints import version_now
@@ -29,8 +30,9 @@ from ml.train import compact_state
 log = logging.getLogger("ml.segmenter.ensemble")
 
 # What every member's card must share: an ensemble answers one way, at one input size, and is
-# measured on the one fold that none of its members trained on.
-SHARED_FIELDS = ("modality", "architecture", "build", "automatic_mask_token")
+# measured on the one fold that none of its members trained on. Their `build` may spell its
+# defaults or not: the networks' weight shapes are compared instead.
+SHARED_FIELDS = ("modality", "architecture", "input", "automatic_mask_token")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -51,8 +53,11 @@ def member_split_seed(card: dict) -> int | None:
     return card.get("training", {}).get("split_seed")
 
 
-def check_members(cards: list[dict]) -> int:
+def check_members(networks: list[Sam], cards: list[dict]) -> int:
     """The split seed all members share; SystemExit naming what differs otherwise."""
+    shapes = [{key: value.shape for key, value in network.state_dict().items()} for network in networks]
+    if any(shape != shapes[0] for shape in shapes[1:]):
+        raise SystemExit("members differ in their networks' weight shapes (e.g. --encoder-widths)")
     first = cards[0]
     for card in cards[1:]:
         for field in SHARED_FIELDS:
@@ -75,8 +80,8 @@ def main(argv: list[str] | None = None) -> None:
     name = SEGMENTER_MODELS[args.modality]
     loaded = [load_carded_segmenter(directory, name) for directory in args.members]
     cards = [card for _, card in loaded]
-    split_seed = check_members(cards)
     networks = [models[0] for models, _ in loaded]
+    split_seed = check_members(networks, cards)
     segmenter = Segmenter.for_card(networks, cards[0])
     samples = load_samples(args.data_root, args.modality)
     metrics = held_out_metrics(segmenter, segmenter_split(samples, split_seed)[1])
@@ -89,7 +94,8 @@ def main(argv: list[str] | None = None) -> None:
     card = {
         "name": name,
         "version": args.version,
-        **{field: first[field] for field in SHARED_FIELDS if field in first},
+        **{field: first[field] for field in ("modality", "architecture", "build", "automatic_mask_token")
+           if field in first},
         "input": first["input"],
         "members": len(networks),
         "automatic_rois": finds_lesions_without_prompt(metrics),

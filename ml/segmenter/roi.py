@@ -32,6 +32,7 @@ class RoiSettings:
     min_area_fraction: float = 0.002  # of the image area; smaller blobs are noise
     confidence_threshold: float = 0.7  # mean lesion probability inside the ROI (chosen on fold-0 validation)
     max_rois: int = 5
+    lesion_threshold: float = 0.5  # lesion probability above which a pixel belongs to an ROI
 
 
 @dataclass(frozen=True)
@@ -138,7 +139,7 @@ class Segmenter:
 
 
 def rois_from_probability(probability: np.ndarray, settings: RoiSettings) -> list[Roi]:
-    components, _ = ndimage.label(probability > 0.5)
+    components, _ = ndimage.label(probability > settings.lesion_threshold)
     min_area = settings.min_area_fraction * probability.size
     rois = []
     for index, slices in enumerate(ndimage.find_objects(components), start=1):
