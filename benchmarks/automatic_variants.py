@@ -138,7 +138,7 @@ def gated_with_fallback(seen: Seen) -> list[np.ndarray]:
 
 def sensitive_where_lesion(seen: Seen) -> list[np.ndarray]:
     """No ROI where the classifier calls the image normal; elsewhere ROIs down to a mean lesion
-    probability of `SENSITIVE_CONFIDENCE` instead of the served 0.7."""
+    probability of `SENSITIVE_CONFIDENCE` instead of the served `RoiSettings().confidence_threshold`."""
     if not seen.shows_lesion:
         return []
     settings = RoiSettings(confidence_threshold=SENSITIVE_CONFIDENCE)

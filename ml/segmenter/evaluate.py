@@ -10,7 +10,7 @@ from tqdm import tqdm
 
 from ml.datasets import Sample, lesion_mask, load_gray
 from ml.segmenter.data import inner_point, lesion_boxes
-from ml.segmenter.roi import RoiSettings, Segmenter
+from ml.segmenter.roi import PROMPTED_LESION_THRESHOLD, RoiSettings, Segmenter
 
 PROMPTS = ("auto", "box", "point")
 DEFAULT_SETTINGS = RoiSettings()  # frozen: one shared default
@@ -40,7 +40,7 @@ def predicted_masks(segmenter: Segmenter, gray: np.ndarray, lesions: np.ndarray,
         else:
             point = inner_point(lesions == lesion)[None]
             probability = segmenter.probability(gray, points=point, labels=np.ones(1))
-        predicted.append(probability > 0.5)
+        predicted.append(probability > PROMPTED_LESION_THRESHOLD)
     return predicted
 
 

@@ -26,7 +26,7 @@ from ml.cards import SEGMENTER_MODELS, provenance, write_card
 from ml.checkpoints import add_common_arguments, resume, save_checkpoint, settings_of
 from ml.datasets import load_samples
 from ml.errors import ModelUnavailable
-from ml.segmenter.build import build_branet_sam_small, load_segmenter
+from ml.segmenter.build import build_branet_sam_small, load_carded_segmenter
 from ml.segmenter.data import PreparedImage, lesion_boxes, prepare, segmenter_split
 from ml.segmenter.encoder import ENCODER_WIDTHS
 from ml.segmenter.evaluate import held_out_metrics
@@ -204,7 +204,8 @@ def train(args: argparse.Namespace, images: list[PreparedImage], datasets: list[
         # No weight's shape depends on the input size: a model trained at another size loads.
         parent = parent_card(args.init)
         try:
-            model.load_state_dict(load_segmenter(parent["architecture"], args.init, parent["build"]).state_dict())
+            (first, *_), _ = load_carded_segmenter(args.init.parent, parent["name"])  # an ensemble's first member
+            model.load_state_dict(first.state_dict())
         except (ModelUnavailable, RuntimeError) as error:
             raise SystemExit(f"--init {args.init} is not a segmenter of these encoder widths: {error}") from None
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
