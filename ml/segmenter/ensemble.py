@@ -94,9 +94,7 @@ def main(argv: list[str] | None = None) -> None:
     card = {
         "name": name,
         "version": args.version,
-        **{field: first[field] for field in ("modality", "architecture", "build", "automatic_mask_token")
-           if field in first},
-        "input": first["input"],
+        **{field: first[field] for field in ("build", *SHARED_FIELDS) if field in first},
         "members": len(networks),
         "automatic_rois": finds_lesions_without_prompt(metrics),
         "metrics": {

@@ -96,6 +96,28 @@ def evaluate(segmenter: Segmenter, samples: list[Sample], prompt: str,
              settings: RoiSettings = DEFAULT_SETTINGS) -> dict:
     """`summary` of `prompt` on `samples`. Box prompts are each lesion's ground-truth box, point
     prompts each lesion's centre point; automatic mode uses no prompt at all."""
+    outcomes, seconds = _scored(segmenter, samples, prompt, settings)
+    return summary(outcomes, seconds)
+
+
+def held_out_metrics(segmenter: Segmenter, held_out: list[Sample]) -> dict:
+    """Every prompt kind's `evaluate`, on all the held-out images and on each data set's: what a
+    segmenter's card records. Each image is segmented once per prompt kind; the data sets'
+    summaries share those outcomes."""
+    scored = {prompt: _scored(segmenter, held_out, prompt, DEFAULT_SETTINGS) for prompt in PROMPTS}
+
+    def summaries(dataset: str | None) -> dict:
+        chosen = [i for i, s in enumerate(held_out) if dataset is None or s.dataset == dataset]
+        return {prompt: summary([outcomes[i] for i in chosen], [seconds[i] for i in chosen])
+                for prompt, (outcomes, seconds) in scored.items()}
+
+    return {**summaries(None),
+            "per_dataset": {name: summaries(name) for name in sorted({s.dataset for s in held_out})}}
+
+
+def _scored(segmenter: Segmenter, samples: list[Sample], prompt: str,
+            settings: RoiSettings) -> tuple[list[ImageOutcome], list[float]]:
+    """Each image's outcome under `prompt`, and the seconds its segmentation took."""
     outcomes, seconds = [], []
     for sample in tqdm(samples, desc=f"segment ({prompt})"):
         gray = load_gray(sample.path)
@@ -104,15 +126,4 @@ def evaluate(segmenter: Segmenter, samples: list[Sample], prompt: str,
         predicted = predicted_masks(segmenter, gray, lesions, prompt, settings)
         seconds.append(time.perf_counter() - started)
         outcomes.append(ImageOutcome.of(predicted, lesions))
-    return summary(outcomes, seconds)
-
-
-def held_out_metrics(segmenter: Segmenter, held_out: list[Sample]) -> dict:
-    """Every prompt kind's `evaluate`, on all the held-out images and on each data set's: what a
-    segmenter's card records."""
-    metrics: dict = {prompt: evaluate(segmenter, held_out, prompt) for prompt in PROMPTS}
-    metrics["per_dataset"] = {
-        name: {prompt: evaluate(segmenter, [s for s in held_out if s.dataset == name], prompt) for prompt in PROMPTS}
-        for name in sorted({s.dataset for s in held_out})
-    }
-    return metrics
+    return outcomes, seconds

@@ -22,16 +22,15 @@ from scipy import ndimage
 from tqdm import tqdm
 
 from ml.augment import ROTATION_DEGREES, SHIFT, ZOOM, photometric
-from ml.cards import SEGMENTER_MODELS, provenance, write_card
+from ml.cards import SEGMENTER_MODELS, card_for_weights, provenance, write_card
 from ml.checkpoints import add_common_arguments, resume, save_checkpoint, settings_of
 from ml.datasets import load_samples
-from ml.errors import ModelUnavailable
 from ml.segmenter.build import build_branet_sam_small, load_carded_segmenter
 from ml.segmenter.data import PreparedImage, lesion_boxes, prepare, segmenter_split
 from ml.segmenter.encoder import ENCODER_WIDTHS
 from ml.segmenter.evaluate import held_out_metrics
 from ml.segmenter.roi import AUTOMATIC_MASK_TOKENS, Segmenter, decoder_request
-from ml.train import compact_state, initialised_from, parent_card
+from ml.train import compact_state, initialised_from
 
 log = logging.getLogger("ml.segmenter.train")
 
@@ -202,11 +201,11 @@ def train(args: argparse.Namespace, images: list[PreparedImage], datasets: list[
     model = build_branet_sam_small(img_size=args.size, encoder_widths=args.encoder_widths)
     if args.init is not None:
         # No weight's shape depends on the input size: a model trained at another size loads.
-        parent = parent_card(args.init)
+        # Checked against its card (a tampered file stops here); an ensemble starts us from its first member.
+        (first, *_), _ = load_carded_segmenter(args.init.parent, card_for_weights(args.init)["name"])
         try:
-            (first, *_), _ = load_carded_segmenter(args.init.parent, parent["name"])  # an ensemble's first member
             model.load_state_dict(first.state_dict())
-        except (ModelUnavailable, RuntimeError) as error:
+        except RuntimeError as error:
             raise SystemExit(f"--init {args.init} is not a segmenter of these encoder widths: {error}") from None
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     steps = args.epochs * ((len(images) + args.batch_size - 1) // args.batch_size)
