@@ -318,6 +318,14 @@ def test_segmenters_of_one_split_join_into_an_ensemble_and_other_splits_are_refu
     narrower = train("narrower", "--seed", "2", "--split-seed", "0", "--encoder-widths", "8,16,32,64")
     refused = join(first, narrower)
     assert refused.returncode == 1 and "weight shapes" in refused.stderr
+    refused = join(first, tmp_path / "no-such-run")
+    assert refused.returncode == 1 and "member " in refused.stderr and "is missing" in refused.stderr
+    tampered = tmp_path / "tampered"
+    shutil.copytree(second, tampered)
+    with open(tampered / f"{name}.pt", "ab") as weights:
+        weights.write(b"\0")
+    refused = join(first, tampered)
+    assert refused.returncode == 1 and f"member {tampered}" in refused.stderr and "sha256" in refused.stderr
     refused = join(first)
     assert refused.returncode == 2 and "at least two members" in refused.stderr
     assert not (tmp_path / "ensemble").exists()

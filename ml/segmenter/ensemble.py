@@ -20,6 +20,7 @@ from segment_anything.modeling import Sam
 from ml.cards import SEGMENTER_MODELS, MODALITIES, provenance, write_card
 from ml.checkpoints import version_now
 from ml.datasets import load_samples
+from ml.errors import ModelUnavailable
 from ml.segmenter.build import load_carded_segmenter
 from ml.segmenter.data import segmenter_split
 from ml.segmenter.evaluate import held_out_metrics
@@ -78,7 +79,12 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     name = SEGMENTER_MODELS[args.modality]
-    loaded = [load_carded_segmenter(directory, name) for directory in args.members]
+    loaded = []
+    for directory in args.members:
+        try:
+            loaded.append(load_carded_segmenter(directory, name))
+        except ModelUnavailable as error:  # a missing or tampered member: nothing is written
+            raise SystemExit(f"member {directory}: {error}") from None
     cards = [card for _, card in loaded]
     networks = [models[0] for models, _ in loaded]
     split_seed = check_members(networks, cards)
