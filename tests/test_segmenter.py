@@ -348,3 +348,19 @@ def test_segmenters_of_one_split_join_into_an_ensemble_and_other_splits_are_refu
     box = np.array([5, 5, 40, 30])
     answers = [Segmenter(member).probability(GRAY, box=box) for member in members]
     assert np.allclose(ensemble.probability(GRAY, box=box), np.mean(answers, axis=0), atol=1e-6)
+
+    # an ensemble extends with one more run, its networks joining one by one; none joins twice
+    refused = run_module("ml.segmenter.ensemble", "--modality", "mammography", "--data-root", str(data_root),
+                         "--weights-dir", str(tmp_path / "twice"), str(tmp_path / "ensemble"), str(first))
+    assert refused.returncode == 1 and "would join twice" in refused.stderr and card["training"]["members"][0]["sha256"] in refused.stderr
+    assert not (tmp_path / "twice").exists()
+    third = train("third", "--seed", "3", "--split-seed", "0")
+    extended = run_module("ml.segmenter.ensemble", "--modality", "mammography", "--data-root", str(data_root),
+                          "--weights-dir", str(tmp_path / "extended"), str(tmp_path / "ensemble"), str(third))
+    assert extended.returncode == 0, extended.stderr
+    networks, extended_card = load_carded_segmenter(tmp_path / "extended", name)
+    assert len(networks) == extended_card["members"] == 3 and extended_card["training"]["split_seed"] == 0
+    assert [m["sha256"] for m in extended_card["training"]["members"]] == [
+        *(m["sha256"] for m in card["training"]["members"]), json.loads((third / f"{name}.json").read_text())["sha256"]]
+    for network, original in zip(networks, members):
+        assert all(torch.equal(network.state_dict()[key], value) for key, value in original.state_dict().items())

@@ -6,7 +6,9 @@
 Each member is a finished `ml.segmenter.train` run (a folder holding the modality's segmenter
 weights and card) from another random start (`--seed`) on the same split (`--split-seed`): the
 same held-out fold, which no member saw, measures the ensemble, whose answer is the mean of the
-members' lesion probabilities (`Segmenter`). The members' files are only read.
+members' lesion probabilities (`Segmenter`). A member may be an ensemble already: its networks join
+one by one, so that one more run extends a shipped ensemble without retraining its networks
+(`... --weights-dir OUT weights runs/another-start/weights`). The members' files are only read.
 """
 from __future__ import annotations
 
@@ -70,9 +72,19 @@ def check_members(networks: list[Sam], cards: list[dict]) -> int:
     if len(seeds) > 1:
         raise SystemExit(f"members trained on different splits (split seeds {sorted(seeds)}): "
                          "one held out what another trained on")
-    if any(card.get("members", 1) > 1 for card in cards):
-        raise SystemExit("a member is itself an ensemble: join its members instead")
+    hashes = [record["sha256"] for card in cards for record in member_records(card)]
+    twice = sorted({sha256 for sha256 in hashes if hashes.count(sha256) > 1})
+    if twice:
+        raise SystemExit(f"a network would join twice (sha256 {', '.join(twice)}): each member must be another run")
     return seeds.pop()
+
+
+def member_records(card: dict) -> list[dict]:
+    """What an ensemble's card records of each network a member folder brings: the networks an
+    ensemble member records itself, or the one a training run's card describes."""
+    if card.get("members", 1) > 1:
+        return card["training"]["members"]
+    return [{"version": card["version"], "sha256": card["sha256"], "command": card["training"]["command"]}]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -86,7 +98,7 @@ def main(argv: list[str] | None = None) -> None:
         except ModelUnavailable as error:  # a missing or tampered member: nothing is written
             raise SystemExit(f"member {directory}: {error}") from None
     cards = [card for _, card in loaded]
-    networks = [models[0] for models, _ in loaded]
+    networks = [network for models, _ in loaded for network in models]
     split_seed = check_members(networks, cards)
     segmenter = Segmenter.for_card(networks, cards[0])
     samples = load_samples(args.data_root, args.modality)
@@ -116,8 +128,7 @@ def main(argv: list[str] | None = None) -> None:
             "ensemble": f"{len(networks)} networks from different random starts on the same images; "
             "the answer is the mean of their lesion probabilities",
             "split_seed": split_seed,
-            "members": [{"version": card["version"], "sha256": card["sha256"], "command": card["training"]["command"]}
-                        for card in cards],
+            "members": [record for card in cards for record in member_records(card)],
         },
         **provenance(weights_path, sorted({s.dataset for s in samples})),
     }
