@@ -303,9 +303,9 @@ def test_segmenters_of_one_split_join_into_an_ensemble_and_other_splits_are_refu
         assert done.returncode == 0, done.stderr
         return tmp_path / run
 
-    def join(*members: Path):
+    def join(*members: Path, into: str = "ensemble"):
         return run_module("ml.segmenter.ensemble", "--modality", "mammography", "--data-root", str(data_root),
-                          "--weights-dir", str(tmp_path / "ensemble"), *map(str, members))
+                          "--weights-dir", str(tmp_path / into), *map(str, members))
 
     first, second = train("first"), train("second", "--seed", "1", "--split-seed", "0")
     other_split = train("other-split", "--seed", "1")
@@ -350,13 +350,11 @@ def test_segmenters_of_one_split_join_into_an_ensemble_and_other_splits_are_refu
     assert np.allclose(ensemble.probability(GRAY, box=box), np.mean(answers, axis=0), atol=1e-6)
 
     # an ensemble extends with one more run, its networks joining one by one; none joins twice
-    refused = run_module("ml.segmenter.ensemble", "--modality", "mammography", "--data-root", str(data_root),
-                         "--weights-dir", str(tmp_path / "twice"), str(tmp_path / "ensemble"), str(first))
+    refused = join(tmp_path / "ensemble", first, into="twice")
     assert refused.returncode == 1 and "would join twice" in refused.stderr and card["training"]["members"][0]["sha256"] in refused.stderr
     assert not (tmp_path / "twice").exists()
     third = train("third", "--seed", "3", "--split-seed", "0")
-    extended = run_module("ml.segmenter.ensemble", "--modality", "mammography", "--data-root", str(data_root),
-                          "--weights-dir", str(tmp_path / "extended"), str(tmp_path / "ensemble"), str(third))
+    extended = join(tmp_path / "ensemble", third, into="extended")
     assert extended.returncode == 0, extended.stderr
     networks, extended_card = load_carded_segmenter(tmp_path / "extended", name)
     assert len(networks) == extended_card["members"] == 3 and extended_card["training"]["split_seed"] == 0
