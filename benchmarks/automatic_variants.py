@@ -5,8 +5,10 @@ Each variant starts from the same model; none is served unless it beats `served`
     PYTHONPATH=. python benchmarks/automatic_variants.py weights --seed 0
     PYTHONPATH=. python benchmarks/automatic_variants.py runs/us-segmenter-s1/weights --seed 1
 
-`WEIGHTS_DIR` holds a segmenter card trained with `ml.segmenter.train --seed` the same seed, so
-that its held-out fold is the one scored here. Prints one JSON line per variant and data set.
+`WEIGHTS_DIR` holds a segmenter card trained with `ml.segmenter.train --seed` the same seed (or
+an ensemble of such runs, e.g. split 1's `runs/us-ens2-s1/weights`), so that its held-out fold is
+the one scored here. Prints one JSON line per variant and data set, with the variant's Dice minus
+the served one's, image by image (`dice_minus_served`, 95% interval over resampled groups).
 
 With `--classifier-run RUN` (an `ml.train` cross-validation run of the same seed whose fold 0 is
 trained, e.g. `runs/ultrasound-os16`), the variants that also ask fold 0's classifier network,
@@ -29,17 +31,19 @@ from tqdm import tqdm
 from ml.cards import MODALITIES, SEGMENTER_MODELS
 from ml.datasets import CLASSES, lesion_mask, load_gray, load_samples
 from ml.inference import tta_logits
+from ml.metrics import paired_mean_difference
 from ml.preprocess import InputSpec, to_batch
 from ml.saliency import Explainer
 from ml.segmenter.build import load_carded_segmenter
 from ml.segmenter.data import inner_point, segmenter_split
 from ml.segmenter.evaluate import ImageOutcome, summary
-from ml.segmenter.roi import RoiSettings, Segmenter, rois_from_probability
+from ml.segmenter.roi import PROMPTED_LESION_THRESHOLD, RoiSettings, Segmenter, rois_from_probability
 from ml.train import fold_network, read_with
 
 BOX_GROWTH = 0.05  # of the ROI's size, on each side, for the box re-prompt
 ZOOMS = (0.9, 1.12)  # within the zoom range the segmenter trained under
 SENSITIVE_CONFIDENCE = 0.55  # the ROI gate where the classifier says the image shows a lesion
+GRID_SIDE = 16  # points per side of the point grid, at cell centres as SAM's automatic mask generator lays its 32
 
 
 @dataclass(frozen=True)
@@ -106,6 +110,44 @@ def grown(seen: Seen, low: float) -> list[np.ndarray]:
     return masks
 
 
+def _clicked_lesion(probability: np.ndarray, row: int, col: int) -> np.ndarray | None:
+    """The region of a click's answer (probability above SAM's 0.5) that holds the click, or its
+    largest region when the click falls outside them all; None when there is none."""
+    regions, count = ndimage.label(probability > PROMPTED_LESION_THRESHOLD)
+    if not count:
+        return None
+    region = regions[row, col] or int(np.argmax(np.bincount(regions.ravel())[1:])) + 1
+    return regions == region
+
+
+def point_grid(seen: Seen, objectness: float, min_mean: float, max_overlap: float) -> list[np.ndarray]:
+    """SAM's automatic mask generator, with the no-prompt answer as objectness: a `GRID_SIDE` x
+    `GRID_SIDE` grid of points, each point where the no-prompt lesion probability reaches
+    `objectness` clicked (most probable first) unless an earlier click's answer holds it; an answer
+    is kept when it is at least the served minimum area, its mean no-prompt probability reaches
+    `min_mean`, and it overlaps the answers kept before it by at most `max_overlap` of its area
+    (in place of SAM's non-maximum suppression)."""
+    segmenter, gray, probability = seen.segmenter, seen.gray, seen.probability
+    rows = ((np.arange(GRID_SIDE) + 0.5) * gray.shape[0] / GRID_SIDE).astype(int)
+    cols = ((np.arange(GRID_SIDE) + 0.5) * gray.shape[1] / GRID_SIDE).astype(int)
+    points = sorted(((probability[r, c], r, c) for r in rows for c in cols if probability[r, c] >= objectness), reverse=True)
+    settings = RoiSettings()
+    answered = np.zeros(gray.shape, dtype=bool)
+    kept: list[np.ndarray] = []
+    for _, row, col in points:
+        if answered[row, col]:
+            continue
+        answer = _clicked_lesion(segmenter.probability(gray, None, np.array([[col, row]]), np.ones(1)), row, col)
+        if answer is None:
+            continue
+        answered |= answer
+        area = answer.sum()
+        if (area >= settings.min_area_fraction * gray.size and probability[answer].mean() >= min_mean
+                and all((answer & other).sum() <= max_overlap * area for other in kept)):
+            kept.append(answer)
+    return kept[: settings.max_rois]
+
+
 def zoom_average(seen: Seen) -> list[np.ndarray]:
     """ROIs of the mean answer for the image and for it zoomed by each of `ZOOMS`, mapped back."""
     answers = [seen.probability]
@@ -156,6 +198,9 @@ VARIANTS = {
     "box_0.15_click": lambda seen: reprompted(seen, 0.15, click=True),
     "box_0.3_click": lambda seen: reprompted(seen, 0.3, click=True),
     "grown_0.2": lambda seen: grown(seen, 0.2),
+    "point_grid": lambda seen: point_grid(seen, objectness=0.5, min_mean=0.3, max_overlap=0.2),
+    "point_grid_every_answer": lambda seen: point_grid(seen, objectness=0.5, min_mean=0.0, max_overlap=1.0),
+    "point_grid_objectness_0.7": lambda seen: point_grid(seen, objectness=0.7, min_mean=0.3, max_overlap=0.2),
 }
 CLASSIFIER_VARIANTS = {
     "classifier_gate": classifier_gate,
@@ -194,15 +239,24 @@ def main() -> None:
                         help="run the segmenter at this input size instead of its card's (it is convolutional)")
     parser.add_argument("--classifier-run", type=Path, metavar="RUN",
                         help="an ml.train run of the same --seed with fold 0 trained: adds the variants that ask it")
+    parser.add_argument("--variants", type=lambda text: text.split(","), metavar="NAME,...",
+                        help="measure only these variants (default: all) and `served`, which each is compared with")
     args = parser.parse_args()
     segmenter = Segmenter.for_card(*load_carded_segmenter(args.weights_dir, SEGMENTER_MODELS[args.modality], args.img_size))
     classifier = FoldClassifier(args.classifier_run) if args.classifier_run else None
     variants = VARIANTS | (CLASSIFIER_VARIANTS if classifier else {})
+    if args.variants:
+        unknown = sorted(set(args.variants) - set(variants))
+        if unknown:
+            parser.error(f"unknown variants {unknown}; choose from {sorted(variants)}")
+        variants = {"served": served} | {name: variants[name] for name in args.variants}
     outcomes: dict[tuple[str, str], list[ImageOutcome]] = {}
     normal_probabilities: dict[str, list[tuple[bool, float]]] = {}  # with a classifier: (lesion?, P(normal))
+    groups: dict[str, list[str]] = {}  # each data set's images' patient/near-duplicate groups, in order
     for sample in tqdm(segmenter_split(load_samples(args.data_root, args.modality), args.seed)[1]):
         gray = load_gray(sample.path)
         lesions, _ = ndimage.label(lesion_mask(sample, gray.shape) > 127)
+        groups.setdefault(sample.dataset, []).append(sample.group)
         probability = segmenter.probability(gray)
         seen = classifier.seen(segmenter, gray, probability) if classifier else Seen(segmenter, gray, probability)
         for name, variant in variants.items():
@@ -211,10 +265,19 @@ def main() -> None:
             normal_probabilities.setdefault(sample.dataset, []).append((bool(lesions.max()), seen.normal_probability))
     for (name, dataset), results in outcomes.items():
         print(json.dumps({"variant": name, "dataset": dataset, "seed": args.seed, "img_size": segmenter.members[0].image_encoder.img_size,
-                          **summary(results, [])}))
+                          **summary(results, []), "dice_minus_served": dice_minus_served(results, outcomes["served", dataset], groups[dataset])}))
     for dataset, rows in normal_probabilities.items():
         print(json.dumps({"classifier": str(args.classifier_run / "fold0"), "dataset": dataset, "seed": args.seed,
                           **lesion_vs_normal(rows)}))
+
+
+def dice_minus_served(results: list[ImageOutcome], served_results: list[ImageOutcome], groups: list[str]) -> dict:
+    """A variant's Dice minus the served one's, image by image over the lesion images, with a 95%
+    interval from resampling whole groups."""
+    lesion_images = [i for i, outcome in enumerate(served_results) if outcome.lesions]
+    return paired_mean_difference(np.array(groups)[lesion_images],
+                                  np.array([served_results[i].dice for i in lesion_images]),
+                                  np.array([results[i].dice for i in lesion_images]))
 
 
 def lesion_vs_normal(rows: list[tuple[bool, float]]) -> dict:

@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 from ml.cards import SEGMENTER_MODELS
 from ml.datasets import lesion_mask, load_gray, load_samples
+from ml.metrics import paired_mean_difference
 from ml.segmenter.build import load_carded_segmenter
 from ml.segmenter.data import segmenter_split
 from ml.segmenter.evaluate import PROMPTS, _dice, predicted_masks
@@ -24,20 +25,6 @@ from ml.segmenter.roi import Segmenter
 
 def load(weights_dir: Path) -> Segmenter:
     return Segmenter.for_card(*load_carded_segmenter(weights_dir, SEGMENTER_MODELS["ultrasound"]))
-
-
-def paired_mean_difference(groups: np.ndarray, a: np.ndarray, b: np.ndarray,
-                           resamples: int = 1000, seed: int = 0) -> dict:
-    unique = np.unique(groups)
-    members = {g: np.flatnonzero(groups == g) for g in unique}
-    rng = np.random.default_rng(seed)
-    draws = []
-    for _ in range(resamples):
-        idx = np.concatenate([members[g] for g in rng.choice(unique, len(unique))])
-        draws.append(b[idx].mean() - a[idx].mean())
-    return {"n": len(a), "a": round(float(a.mean()), 4), "b": round(float(b.mean()), 4),
-            "b_minus_a": round(float(b.mean() - a.mean()), 4),
-            "ci95": [round(float(np.percentile(draws, 2.5)), 4), round(float(np.percentile(draws, 97.5)), 4)]}
 
 
 def main() -> None:

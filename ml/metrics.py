@@ -130,3 +130,19 @@ def paired_auc_difference(labels: Sequence[str], groups: Sequence[str], probs_a:
     return {name: {"a": round(a[name], 4), "b": round(b[name], 4), "b_minus_a": round(b[name] - a[name], 4),
                    "ci95": [round(float(q), 4) for q in np.percentile(values, [2.5, 97.5])] if values else None}
             for name, values in differences.items()}
+
+
+def paired_mean_difference(groups: np.ndarray, a: np.ndarray, b: np.ndarray,
+                           resamples: int = 1000, seed: int = 0) -> dict:
+    """The mean of `b` minus that of `a`, two scores of the same items (e.g. per-image Dice of two
+    segmenters), with a 95% percentile interval from resampling whole `groups`."""
+    unique = np.unique(groups)
+    members = {g: np.flatnonzero(groups == g) for g in unique}
+    rng = np.random.default_rng(seed)
+    draws = []
+    for _ in range(resamples):
+        idx = np.concatenate([members[g] for g in rng.choice(unique, len(unique))])
+        draws.append(b[idx].mean() - a[idx].mean())
+    return {"n": len(a), "a": round(float(a.mean()), 4), "b": round(float(b.mean()), 4),
+            "b_minus_a": round(float(b.mean() - a.mean()), 4),
+            "ci95": [round(float(np.percentile(draws, 2.5)), 4), round(float(np.percentile(draws, 97.5)), 4)]}
