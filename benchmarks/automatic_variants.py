@@ -120,20 +120,22 @@ def _clicked_lesion(probability: np.ndarray, row: int, col: int) -> np.ndarray |
     return regions == region
 
 
-def point_grid(seen: Seen, objectness: float, min_mean: float, max_overlap: float) -> list[np.ndarray]:
+def point_grid(seen: Seen, objectness: float, min_mean: float, max_overlap: float,
+               beside_served: bool = False) -> list[np.ndarray]:
     """SAM's automatic mask generator, with the no-prompt answer as objectness: a `GRID_SIDE` x
     `GRID_SIDE` grid of points, each point where the no-prompt lesion probability reaches
     `objectness` clicked (most probable first) unless an earlier click's answer holds it; an answer
     is kept when it is at least the served minimum area, its mean no-prompt probability reaches
     `min_mean`, and it overlaps the answers kept before it by at most `max_overlap` of its area
-    (in place of SAM's non-maximum suppression)."""
+    (in place of SAM's non-maximum suppression). With `beside_served`, the served ROIs come first
+    and the grid only adds answers beside them."""
     segmenter, gray, probability = seen.segmenter, seen.gray, seen.probability
     rows = ((np.arange(GRID_SIDE) + 0.5) * gray.shape[0] / GRID_SIDE).astype(int)
     cols = ((np.arange(GRID_SIDE) + 0.5) * gray.shape[1] / GRID_SIDE).astype(int)
     points = sorted(((probability[r, c], r, c) for r in rows for c in cols if probability[r, c] >= objectness), reverse=True)
     settings = RoiSettings()
     answered = np.zeros(gray.shape, dtype=bool)
-    kept: list[np.ndarray] = []
+    kept = served(seen) if beside_served else []
     for _, row, col in points:
         if answered[row, col]:
             continue
@@ -200,6 +202,8 @@ VARIANTS = {
     "grown_0.2": lambda seen: grown(seen, 0.2),
     "point_grid": lambda seen: point_grid(seen, objectness=0.5, min_mean=0.3, max_overlap=0.2),
     "point_grid_every_answer": lambda seen: point_grid(seen, objectness=0.5, min_mean=0.0, max_overlap=1.0),
+    "point_grid_beside_served": lambda seen: point_grid(seen, objectness=0.5, min_mean=0.3, max_overlap=0.2,
+                                                       beside_served=True),
     "point_grid_objectness_0.7": lambda seen: point_grid(seen, objectness=0.7, min_mean=0.3, max_overlap=0.2),
 }
 CLASSIFIER_VARIANTS = {
