@@ -31,12 +31,11 @@ from tqdm import tqdm
 from ml.cards import MODALITIES, SEGMENTER_MODELS
 from ml.datasets import CLASSES, lesion_mask, load_gray, load_samples
 from ml.inference import tta_logits
-from ml.metrics import paired_mean_difference
 from ml.preprocess import InputSpec, to_batch
 from ml.saliency import Explainer
 from ml.segmenter.build import load_carded_segmenter
 from ml.segmenter.data import inner_point, segmenter_split
-from ml.segmenter.evaluate import ImageOutcome, summary
+from ml.segmenter.evaluate import ImageOutcome, dice_difference, summary
 from ml.segmenter.roi import PROMPTED_LESION_THRESHOLD, RoiSettings, Segmenter, rois_from_probability
 from ml.train import fold_network, read_with
 
@@ -269,19 +268,10 @@ def main() -> None:
             normal_probabilities.setdefault(sample.dataset, []).append((bool(lesions.max()), seen.normal_probability))
     for (name, dataset), results in outcomes.items():
         print(json.dumps({"variant": name, "dataset": dataset, "seed": args.seed, "img_size": segmenter.members[0].image_encoder.img_size,
-                          **summary(results, []), "dice_minus_served": dice_minus_served(results, outcomes["served", dataset], groups[dataset])}))
+                          **summary(results, []), "dice_minus_served": dice_difference(outcomes["served", dataset], results, groups[dataset])}))
     for dataset, rows in normal_probabilities.items():
         print(json.dumps({"classifier": str(args.classifier_run / "fold0"), "dataset": dataset, "seed": args.seed,
                           **lesion_vs_normal(rows)}))
-
-
-def dice_minus_served(results: list[ImageOutcome], served_results: list[ImageOutcome], groups: list[str]) -> dict:
-    """A variant's Dice minus the served one's, image by image over the lesion images, with a 95%
-    interval from resampling whole groups."""
-    lesion_images = [i for i, outcome in enumerate(served_results) if outcome.lesions]
-    return paired_mean_difference(np.array(groups)[lesion_images],
-                                  np.array([served_results[i].dice for i in lesion_images]),
-                                  np.array([results[i].dice for i in lesion_images]))
 
 
 def lesion_vs_normal(rows: list[tuple[bool, float]]) -> dict:

@@ -22,10 +22,9 @@ from tqdm import tqdm
 
 from ml.cards import SEGMENTER_MODELS
 from ml.datasets import lesion_mask, load_gray, load_samples
-from ml.metrics import paired_mean_difference
 from ml.segmenter.build import load_carded_segmenter
 from ml.segmenter.data import segmenter_split
-from ml.segmenter.evaluate import ImageOutcome, predicted_masks, summary
+from ml.segmenter.evaluate import ImageOutcome, dice_difference, predicted_masks, summary
 from ml.segmenter.roi import RoiSettings, Roi, Segmenter, rois_from_probability
 
 
@@ -76,14 +75,10 @@ def main() -> None:
                 outcomes.setdefault((name, prompt, sample.dataset), []).append(
                     ImageOutcome.of(predicted_masks(mixture, gray, lesions, prompt), lesions))
     for (name, prompt, dataset), results in outcomes.items():
-        alone = outcomes["first_alone", prompt, dataset]
-        lesion_images = [i for i, outcome in enumerate(alone) if outcome.lesions]
         print(json.dumps({"variant": name, "prompt": prompt, "dataset": dataset, "seed": args.seed,
                           **summary(results, []),
-                          "dice_minus_first": paired_mean_difference(
-                              np.array(groups[dataset])[lesion_images],
-                              np.array([alone[i].dice for i in lesion_images]),
-                              np.array([results[i].dice for i in lesion_images]))}))
+                          "dice_minus_first": dice_difference(outcomes["first_alone", prompt, dataset], results,
+                                                              groups[dataset])}))
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from scipy import ndimage
 from tqdm import tqdm
 
 from ml.datasets import Sample, lesion_mask, load_gray
+from ml.metrics import paired_mean_difference
 from ml.segmenter.data import inner_point, lesion_boxes
 from ml.segmenter.roi import PROMPTED_LESION_THRESHOLD, RoiSettings, Segmenter
 
@@ -90,6 +91,16 @@ def summary(outcomes: list[ImageOutcome], seconds: list[float]) -> dict:
         "lesion_free_with_roi": round(float(np.mean(lesion_free)), 4) if lesion_free else None,
         "ms_per_image": round(1000 * float(np.median(seconds)), 1) if seconds else None,
     }
+
+
+def dice_difference(baseline: list[ImageOutcome], other: list[ImageOutcome], groups: list[str]) -> dict:
+    """`other`'s Dice minus `baseline`'s, two answers for the same images (`groups`: each image's
+    patient/near-duplicate group), image by image over the lesion images, with a 95% interval
+    from resampling whole groups."""
+    lesion_images = [i for i, outcome in enumerate(baseline) if outcome.lesions]
+    return paired_mean_difference(np.array(groups)[lesion_images],
+                                  np.array([baseline[i].dice for i in lesion_images]),
+                                  np.array([other[i].dice for i in lesion_images]))
 
 
 def evaluate(segmenter: Segmenter, samples: list[Sample], prompt: str,
