@@ -41,8 +41,9 @@ LATER_OPTIONS_OFF = {"crop": 0, "init": None, "automatic_weight": 0.0, "automati
 
 def settings_of(args: argparse.Namespace) -> dict[str, str]:
     """What must match for a checkpoint to be resumed: not where outputs go, the version label,
-    the thread count or the number of ensemble members (each member is one network's own run)."""
-    ignored = ("threads", "version", "weights_dir", "run_dir", "members")
+    the thread count, how often the held-out fold is logged, or the number of ensemble members
+    (each member is one network's own run)."""
+    ignored = ("threads", "version", "weights_dir", "run_dir", "members", "held_out_every")
     return {k: str(v) for k, v in vars(args).items()
             if k not in ignored and not (k in LATER_OPTIONS_OFF and v == LATER_OPTIONS_OFF[k])}
 

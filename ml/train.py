@@ -98,6 +98,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "it, e.g. the ultrasound model for mammography; an ensemble's member i starts from its "
                         "member i mod n) instead of a random start; the localisation head still starts random")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--held-out-every", type=int, default=1, metavar="N",
+                        help="log a fold network's held-out AUC every N epochs and after the last (only a log "
+                        "line: it changes no weight, and reading windowed held-out images can cost more than "
+                        "the epoch's training)")
     parser.add_argument("--clean-scan", action="store_true",
                         help="ultrasound: train on the scan area with calipers and burned-in text inpainted "
                         "(ml.screen.clean_scan), as the screen_crop option analyses")
@@ -126,6 +130,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"--crop must be between 0 (off) and --size ({args.size}), not {args.crop}")
     if args.members < 1:
         parser.error(f"--members must be at least 1, not {args.members}")
+    if args.held_out_every < 1:
+        parser.error(f"--held-out-every must be at least 1, not {args.held_out_every}")
     if args.init is not None and args.fine_tune is not None:
         parser.error("--init and --fine-tune both say where training starts: give one of them")
     return args
@@ -284,7 +290,7 @@ def train_network(
             total += loss.item() * len(idx)
             bar.set_postfix(loss=f"{loss.item():.3f}")
         message = f"{run_dir} epoch {epoch + 1} loss {total / len(order):.4f}"
-        if held_out is not None:
+        if held_out is not None and ((epoch + 1) % args.held_out_every == 0 or epoch + 1 == args.epochs):
             probs = softmax(predict_logits(model.classifier, data.pixels[held_out], spec))
             epoch_report = report(data.labels[held_out], probs, CLASSES, threshold=0.5)
             message += f" held-out auc_malignant {epoch_report['auc_malignant']}"

@@ -295,6 +295,32 @@ def test_a_training_command_rerun_or_killed_and_resumed_writes_the_same_weights(
     assert sha256_of(tmp_path / "resumed" / "weights" / weights_file) == sha256_of(tmp_path / "through" / "weights" / weights_file)
 
 
+def test_held_out_every_thins_the_held_out_log_and_changes_no_weight(tmp_path, shared_data):
+    data_root = mias_subset(tmp_path, shared_data)
+
+    def train(name: str, *extra: str) -> subprocess.CompletedProcess:
+        return run_module("ml.train", "--modality", "mammography", "--data-root", str(data_root), "--folds", "2",
+                          "--epochs", "3", "--size", "32", "--batch-size", "8", "--seed", "3", "--version", "1",
+                          "--run-dir", str(tmp_path / name), "--weights-dir", str(tmp_path / name / "weights"), *extra)
+
+    every = train("every")
+    thinned = train("thinned", "--held-out-every", "2")
+    assert every.returncode == 0 and thinned.returncode == 0, every.stderr + thinned.stderr
+    logged = {epoch: "held-out auc_malignant" in line
+              for line in (tmp_path / "thinned" / "train.log").read_text().splitlines()
+              for epoch in re.findall(r"thinned/fold0 epoch (\d) loss", line)}
+    assert logged == {"1": False, "2": True, "3": True}  # every second epoch, and the last
+    weights = "branet-mg-resnet18.pt"
+    assert sha256_of(tmp_path / "thinned" / "weights" / weights) == sha256_of(tmp_path / "every" / "weights" / weights)
+
+    again = train("thinned", "--held-out-every", "1")  # not a setting: the finished run is resumed, not retrained
+    assert again.returncode == 0, again.stderr
+    assert "fold0 epoch" not in again.stderr and "full: resuming after epoch 3" in again.stderr
+    refused = train("refused", "--held-out-every", "0")
+    assert refused.returncode == 2 and "--held-out-every must be at least 1, not 0" in refused.stderr
+    assert not (tmp_path / "refused").exists()
+
+
 def test_training_on_lesion_centred_crops_serves_a_model_that_reads_images_by_windows(tmp_path, shared_data):
     from ml.inference import most_suspicious_window
     from ml.preprocess import to_batch
