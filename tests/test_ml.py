@@ -385,6 +385,37 @@ def test_training_on_lesion_centred_crops_serves_a_model_that_reads_images_by_wi
     assert not (tmp_path / "refused").exists()  # refused before anything is written
 
 
+def test_cross_hospital_trains_the_shipped_recipe_on_one_set_and_reads_the_other(tmp_path, shared_data):
+    data_root = tmp_path / "data"
+    (data_root / "busbra").mkdir(parents=True)
+    (data_root / "busbra" / "images").symlink_to(shared_data / "busbra" / "images")
+    (data_root / "busbra" / "masks").symlink_to(shared_data / "busbra" / "masks")
+    with open(shared_data / "busbra" / "labels.csv") as source, open(data_root / "busbra" / "labels.csv", "w") as target:
+        target.writelines(source.readlines()[:25])
+    (data_root / "busi").mkdir()
+    for label in ("normal", "benign", "malignant"):
+        (data_root / "busi" / label).symlink_to(shared_data / "busi" / label)
+    busi_rows = busi_subset_labels(shared_data, data_root / "busi", per_label=4)
+    command = [sys.executable, "benchmarks/cross_hospital.py", "--train-set", "busbra", "--run-dir", str(tmp_path / "run"),
+               "--data-root", str(data_root), "--", "--epochs", "1", "--size", "32"]
+    run = lambda: subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, check=False,
+                                 env={**os.environ, "PYTHONPATH": "."}, timeout=300)
+    first = run()
+    assert first.returncode == 0, first.stderr
+    measured = json.loads(first.stdout)
+    assert measured["trained_on"] == "busbra" and measured["trained_images"] == 24 and measured["read"] == ["busi"]
+    assert measured["n"] == sum(row["label_conflict"] != "1" for row in busi_rows)  # every BUSI image it may read
+    shipped = json.loads((REPO_ROOT / "weights" / "branet-us-resnet18.json").read_text())["training"]["command"]
+    assert measured["recipe"].startswith(shipped.split(" --members")[0]) and measured["recipe"].endswith("--epochs 1 --size 32")
+    for reading in ("malignant_vs_benign", "malignant_vs_rest"):
+        low, high = measured[reading]["ci95"]
+        assert 0 <= low <= high <= 1 and 0 <= measured[reading]["auc"] <= 1
+    assert 0 <= measured["lesion_vs_normal"] <= 1
+    again = run()  # the finished network is resumed, not trained again, and reads the same
+    assert again.returncode == 0 and "resuming after epoch 1" in again.stderr, again.stderr
+    assert json.loads(again.stdout) == measured
+
+
 def test_an_ensemble_adds_members_to_a_finished_run_and_fine_tunes_member_by_member(tmp_path, shared_data):
     from ml.resnet import Ensemble
 
