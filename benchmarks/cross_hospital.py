@@ -34,7 +34,7 @@ from ml.cards import MODALITY_MODELS
 from ml.datasets import CLASSES, MODALITY_SETS, load_samples
 from ml.decision import MALIGNANT, NORMAL
 from ml.metrics import bootstrap_intervals, report
-from ml.train import TrainingData, input_spec, parse_args, predict_logits, trained_members
+from ml.train import input_spec, parse_args, predict_logits, scratch_training_data, trained_members
 
 
 def shipped_recipe(weights_dir: Path) -> list[str]:
@@ -70,7 +70,7 @@ def main() -> None:
     recipe = [*shipped_recipe(options.weights_dir), "--members", str(options.members), *overrides]
     args = parse_args([*recipe, "--run-dir", str(options.run_dir), "--data-root", str(options.data_root)])
     samples = load_samples(options.data_root, "ultrasound")
-    data = TrainingData(samples, args.size, options.run_dir / f"data_{args.size}.npz")
+    data = scratch_training_data(args, samples, options.run_dir)
     from_set = np.array([s.dataset == options.train_set for s in samples])
     train_idx, read_idx = np.flatnonzero(from_set), np.flatnonzero(~from_set)
     network = trained_members(args, data, train_idx, options.run_dir)

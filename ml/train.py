@@ -213,6 +213,12 @@ class TrainingData:
         return np.array([s.group for s in self.samples])
 
 
+def scratch_training_data(args: argparse.Namespace, samples: list[Sample], run_dir: Path) -> TrainingData:
+    """The images of a run from scratch at its --size, cleaned where --clean-scan says, cached in `run_dir`."""
+    cache = run_dir / f"data_{args.size}{'_clean' if args.clean_scan else ''}.npz"
+    return TrainingData(samples, args.size, cache, clean_scans=args.clean_scan)
+
+
 def predict_logits(network: torch.nn.Module, pixels: torch.Tensor, spec: InputSpec) -> np.ndarray:
     network.eval()
     chunks = [tta_logits(network, normalise(pixels[i : i + 64], spec), spec) for i in range(0, len(pixels), 64)]
@@ -456,8 +462,7 @@ def main(argv: list[str] | None = None) -> None:
     samples = load_samples(args.data_root, args.modality) + extra_samples(args.extra, args.modality)
     if args.clean_scan and args.modality != "ultrasound":
         raise SystemExit("--clean-scan is for ultrasound screenshots only")
-    cache = run_dir / f"data_{args.size}{'_clean' if args.clean_scan else ''}.npz"
-    data = TrainingData(samples, args.size, cache, clean_scans=args.clean_scan)
+    data = scratch_training_data(args, samples, run_dir)
     log.info("run %s: %d images", vars(args), len(samples))
 
     logits, fold_of, localisation = cross_validate(args, data, run_dir)

@@ -398,8 +398,8 @@ def test_cross_hospital_trains_the_shipped_recipe_on_one_set_and_reads_the_other
     busi_rows = busi_subset_labels(shared_data, data_root / "busi", per_label=4)
     command = [sys.executable, "benchmarks/cross_hospital.py", "--train-set", "busbra", "--run-dir", str(tmp_path / "run"),
                "--data-root", str(data_root), "--", "--epochs", "1", "--size", "32"]
-    run = lambda: subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, check=False,
-                                 env={**os.environ, "PYTHONPATH": "."}, timeout=300)
+    run = lambda *extra: subprocess.run([*command, *extra], cwd=REPO_ROOT, capture_output=True, text=True, check=False,
+                                        env={**os.environ, "PYTHONPATH": "."}, timeout=300)
     first = run()
     assert first.returncode == 0, first.stderr
     measured = json.loads(first.stdout)
@@ -414,6 +414,9 @@ def test_cross_hospital_trains_the_shipped_recipe_on_one_set_and_reads_the_other
     again = run()  # the finished network is resumed, not trained again, and reads the same
     assert again.returncode == 0 and "resuming after epoch 1" in again.stderr, again.stderr
     assert json.loads(again.stdout) == measured
+    cleaned = run("--clean-scan")  # both hospitals' images read as ml.train --clean-scan trains on them
+    assert cleaned.returncode == 0, cleaned.stderr
+    assert (tmp_path / "run" / "data_32_clean.npz").exists() and json.loads(cleaned.stdout)["n"] == measured["n"]
 
 
 def test_an_ensemble_adds_members_to_a_finished_run_and_fine_tunes_member_by_member(tmp_path, shared_data):
