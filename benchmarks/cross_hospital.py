@@ -15,7 +15,9 @@ cross-validated AUC by 0.003); ml.train options after `--` override it. Each net
 resumes it. Prints one JSON object: the images read, AUC malignant vs benign on the lesion images
 and malignant vs rest (and lesion vs normal where there are normal images) on all of them, each
 with a 95% interval from 1000 group-bootstrap resamples; AUC needs no calibration, so the raw
-logits are read.
+logits are read. The probabilities are kept in --run-dir/read.npz; with --paired-with OTHER_RUN_DIR
+(another recipe read on the same images), the difference this - other follows, each with a 95%
+interval from a paired bootstrap over patient groups.
 """
 from __future__ import annotations
 
@@ -33,7 +35,7 @@ from ml.calibration import softmax
 from ml.cards import MODALITY_MODELS
 from ml.datasets import CLASSES, MODALITY_SETS, load_samples
 from ml.decision import MALIGNANT, NORMAL
-from ml.metrics import bootstrap_intervals, report
+from ml.metrics import bootstrap_intervals, paired_auc_difference, report
 from ml.train import input_spec, parse_args, predict_logits, scratch_training_data, trained_members
 
 
@@ -58,6 +60,8 @@ def main() -> None:
     parser.add_argument("--data-root", type=Path, default=Path("../shared/data"))
     parser.add_argument("--weights-dir", type=Path, default=Path("weights"), help="where the shipped card is")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--paired-with", type=Path, metavar="RUN_DIR",
+                        help="another finished run of this benchmark on the same images: the paired differences")
     parser.add_argument("overrides", nargs=argparse.REMAINDER, help="-- then ml.train options that replace the card's")
     options = parser.parse_args()
     if options.threads:
@@ -75,6 +79,7 @@ def main() -> None:
     train_idx, read_idx = np.flatnonzero(from_set), np.flatnonzero(~from_set)
     network = trained_members(args, data, train_idx, options.run_dir)
     probs = softmax(predict_logits(network, data.pixels[read_idx], input_spec(args)))
+    np.savez(options.run_dir / "read.npz", images=[str(samples[i].path) for i in read_idx], probs=probs)
 
     labels, groups = data.labels[read_idx], data.groups[read_idx]
     p_malignant = probs[:, CLASSES.index(MALIGNANT)]
@@ -87,6 +92,12 @@ def main() -> None:
         "malignant_vs_rest": auc_with_interval(labels, p_malignant, groups),
         "lesion_vs_normal": report(labels, probs, CLASSES, threshold=0.5)["auc_lesion"],
     }
+    if options.paired_with is not None:
+        other = np.load(options.paired_with / "read.npz")
+        if list(other["images"]) != [str(samples[i].path) for i in read_idx]:
+            raise SystemExit(f"--paired-with {options.paired_with}: it read other images than this run")
+        result["paired_with"] = str(options.paired_with)
+        result["this_minus_other"] = paired_auc_difference(labels, groups, other["probs"], probs, CLASSES)
     print(json.dumps(result, indent=2))
 
 

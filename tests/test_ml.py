@@ -396,11 +396,15 @@ def test_cross_hospital_trains_the_shipped_recipe_on_one_set_and_reads_the_other
     for label in ("normal", "benign", "malignant"):
         (data_root / "busi" / label).symlink_to(shared_data / "busi" / label)
     busi_rows = busi_subset_labels(shared_data, data_root / "busi", per_label=4)
-    command = [sys.executable, "benchmarks/cross_hospital.py", "--train-set", "busbra", "--run-dir", str(tmp_path / "run"),
-               "--data-root", str(data_root), "--", "--epochs", "1", "--size", "32"]
-    run = lambda *extra: subprocess.run([*command, *extra], cwd=REPO_ROOT, capture_output=True, text=True, check=False,
-                                        env={**os.environ, "PYTHONPATH": "."}, timeout=300)
-    first = run()
+
+    def run(run_dir: str, *options: str, train: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+        """The benchmark's `options`, then ml.train's: one epoch at 32 px, and `train`."""
+        command = [sys.executable, "benchmarks/cross_hospital.py", "--train-set", "busbra", "--run-dir", str(tmp_path / run_dir),
+                   "--data-root", str(data_root), *options, "--", "--epochs", "1", "--size", "32", *train]
+        return subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, check=False,
+                              env={**os.environ, "PYTHONPATH": "."}, timeout=300)
+
+    first = run("run")
     assert first.returncode == 0, first.stderr
     measured = json.loads(first.stdout)
     assert measured["trained_on"] == "busbra" and measured["trained_images"] == 24 and measured["read"] == ["busi"]
@@ -411,12 +415,21 @@ def test_cross_hospital_trains_the_shipped_recipe_on_one_set_and_reads_the_other
         low, high = measured[reading]["ci95"]
         assert 0 <= low <= high <= 1 and 0 <= measured[reading]["auc"] <= 1
     assert 0 <= measured["lesion_vs_normal"] <= 1
-    again = run()  # the finished network is resumed, not trained again, and reads the same
+    again = run("run")  # the finished network is resumed, not trained again, and reads the same
     assert again.returncode == 0 and "resuming after epoch 1" in again.stderr, again.stderr
     assert json.loads(again.stdout) == measured
-    cleaned = run("--clean-scan")  # both hospitals' images read as ml.train --clean-scan trains on them
+    # trained and read on the cleaned scans, as ml.train --clean-scan trains, and paired with the run above
+    cleaned = run("clean", "--paired-with", str(tmp_path / "run"), train=("--clean-scan",))
     assert cleaned.returncode == 0, cleaned.stderr
-    assert (tmp_path / "run" / "data_32_clean.npz").exists() and json.loads(cleaned.stdout)["n"] == measured["n"]
+    assert (tmp_path / "clean" / "data_32_clean.npz").exists()
+    paired = json.loads(cleaned.stdout)["this_minus_other"]["malignant_vs_benign"]
+    assert paired["a"] == measured["malignant_vs_benign"]["auc"]
+    assert paired["b"] == json.loads(cleaned.stdout)["malignant_vs_benign"]["auc"]
+    assert paired["b_minus_a"] == pytest.approx(paired["b"] - paired["a"], abs=2e-4)
+    (tmp_path / "other").mkdir()
+    np.savez(tmp_path / "other" / "read.npz", images=["elsewhere.png"], probs=np.zeros((1, 3)))
+    refused = run("run", "--paired-with", str(tmp_path / "other"))
+    assert refused.returncode == 1 and "read other images than this run" in refused.stderr
 
 
 def test_an_ensemble_adds_members_to_a_finished_run_and_fine_tunes_member_by_member(tmp_path, shared_data):
