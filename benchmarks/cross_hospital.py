@@ -11,13 +11,14 @@ estimate is pessimistic, since the network learns from one data set instead of b
 
 The recipe is the shipped card's own training command (architecture, size, epochs, losses, seed),
 with --members networks (default 1: the second member of the shipped ensemble moved the
-cross-validated AUC by 0.003); ml.train options after `--` override it. Each network checkpoints in --run-dir, so rerunning the command
-resumes it. Prints one JSON object: the images read, AUC malignant vs benign on the lesion images
-and malignant vs rest (and lesion vs normal where there are normal images) on all of them, each
-with a 95% interval from 1000 group-bootstrap resamples; AUC needs no calibration, so the raw
-logits are read. The probabilities are kept in --run-dir/read.npz; with --paired-with OTHER_RUN_DIR
-(another recipe read on the same images), the difference this - other follows, each with a 95%
-interval from a paired bootstrap over patient groups.
+cross-validated AUC by 0.003); ml.train options after `--` override it. Each network checkpoints
+in --run-dir, so rerunning the command resumes it. Prints one JSON object: the images read, AUC
+malignant vs benign on the lesion images and malignant vs rest (and lesion vs normal where there
+are normal images) on all of them, each with a 95% interval from 1000 group-bootstrap resamples;
+AUC needs no calibration, so the raw logits are read. The probabilities are kept in
+--run-dir/read.npz; with --paired-with OTHER_RUN_DIR (another recipe read on the same images), the
+difference this - other follows, each with a 95% interval from a paired bootstrap over patient
+groups.
 """
 from __future__ import annotations
 
