@@ -80,7 +80,8 @@ def main() -> None:
     train_idx, read_idx = np.flatnonzero(from_set), np.flatnonzero(~from_set)
     network = trained_members(args, data, train_idx, options.run_dir)
     probs = softmax(predict_logits(network, data.pixels[read_idx], input_spec(args)))
-    np.savez(options.run_dir / "read.npz", images=[str(samples[i].path) for i in read_idx], probs=probs)
+    read_images = [str(samples[i].path) for i in read_idx]
+    np.savez(options.run_dir / "read.npz", images=read_images, probs=probs)
 
     labels, groups = data.labels[read_idx], data.groups[read_idx]
     p_malignant = probs[:, CLASSES.index(MALIGNANT)]
@@ -95,7 +96,7 @@ def main() -> None:
     }
     if options.paired_with is not None:
         other = np.load(options.paired_with / "read.npz")
-        if list(other["images"]) != [str(samples[i].path) for i in read_idx]:
+        if list(other["images"]) != read_images:
             raise SystemExit(f"--paired-with {options.paired_with}: it read other images than this run")
         result["paired_with"] = str(options.paired_with)
         result["this_minus_other"] = paired_auc_difference(labels, groups, other["probs"], probs, CLASSES)
