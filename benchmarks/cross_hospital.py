@@ -65,6 +65,8 @@ def main() -> None:
                         help="another finished run of this benchmark on the same images: the paired differences")
     parser.add_argument("overrides", nargs=argparse.REMAINDER, help="-- then ml.train options that replace the card's")
     options = parser.parse_args()
+    if options.paired_with is not None and not (options.paired_with / "read.npz").is_file():
+        parser.error(f"--paired-with {options.paired_with}: no read.npz there (not a finished run of this benchmark)")
     if options.threads:
         torch.set_num_threads(options.threads)
     options.run_dir.mkdir(parents=True, exist_ok=True)

@@ -430,6 +430,9 @@ def test_cross_hospital_trains_the_shipped_recipe_on_one_set_and_reads_the_other
     np.savez(tmp_path / "other" / "read.npz", images=["elsewhere.png"], probs=np.zeros((1, 3)))
     refused = run("run", "--paired-with", str(tmp_path / "other"))
     assert refused.returncode == 1 and "read other images than this run" in refused.stderr
+    unfinished = run("never-trained", "--paired-with", str(tmp_path / "nowhere"))  # refused before any training
+    assert unfinished.returncode == 2 and "no read.npz there" in unfinished.stderr
+    assert not (tmp_path / "never-trained").exists()
 
 
 def test_an_ensemble_adds_members_to_a_finished_run_and_fine_tunes_member_by_member(tmp_path, shared_data):
