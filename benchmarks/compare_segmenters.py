@@ -4,10 +4,14 @@ B - A with a 95% interval from a paired bootstrap over patient groups.
 
     PYTHONPATH=. python benchmarks/compare_segmenters.py weights runs/ultrasound-segmenter-wide/weights
 
-Each argument is a folder holding `branet-us-sam-small.pt` and its card.
+Each argument is a folder holding `branet-us-sam-small.pt` and its card. The automatic mode runs
+each model through the served ROI gate unless `--gate-a`/`--gate-b` give it another one
+(`CONFIDENCE/LESION`, e.g. `0.65/0.4`: the smallest mean lesion probability of an ROI, and the
+lesion probability above which a pixel belongs to one), as `benchmarks/roi_gate.py` sweeps them.
 """
 import argparse
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -19,8 +23,19 @@ from ml.datasets import lesion_mask, load_gray, load_samples
 from ml.metrics import paired_mean_difference
 from ml.segmenter.build import load_carded_segmenter
 from ml.segmenter.data import segmenter_split
-from ml.segmenter.evaluate import PROMPTS, _dice, predicted_masks
-from ml.segmenter.roi import Segmenter
+from ml.segmenter.evaluate import DEFAULT_SETTINGS, PROMPTS, _dice, predicted_masks
+from ml.segmenter.roi import RoiSettings, Segmenter
+
+
+def gate(text: str) -> RoiSettings:
+    """`CONFIDENCE/LESION` -> the served gate with those two thresholds."""
+    try:
+        confidence, lesion = (float(part) for part in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected CONFIDENCE/LESION, e.g. 0.65/0.4, not {text!r}") from None
+    if not (0 < confidence < 1 and 0 < lesion < 1):
+        raise argparse.ArgumentTypeError(f"both thresholds must lie between 0 and 1, not {text!r}")
+    return replace(DEFAULT_SETTINGS, confidence_threshold=confidence, lesion_threshold=lesion)
 
 
 def load(weights_dir: Path) -> Segmenter:
@@ -34,8 +49,11 @@ def main() -> None:
     parser.add_argument("--data-root", type=Path, default=Path("../shared/data"))
     parser.add_argument("--seed", type=int, default=0,
                         help="the split's seed: both models trained with `ml.segmenter.train --seed` this value")
+    parser.add_argument("--gate-a", type=gate, default=DEFAULT_SETTINGS, metavar="CONFIDENCE/LESION")
+    parser.add_argument("--gate-b", type=gate, default=DEFAULT_SETTINGS, metavar="CONFIDENCE/LESION")
     args = parser.parse_args()
     segmenters = {"a": load(args.weights_a), "b": load(args.weights_b)}
+    gates = {"a": args.gate_a, "b": args.gate_b}
     samples = load_samples(args.data_root, "ultrasound")
     lesion_images = []
     dice = {(name, prompt): [] for name in segmenters for prompt in PROMPTS}
@@ -48,12 +66,14 @@ def main() -> None:
         lesion_images.append(sample)
         for name, segmenter in segmenters.items():
             for prompt in PROMPTS:
-                predicted = predicted_masks(segmenter, gray, lesions, prompt)
+                predicted = predicted_masks(segmenter, gray, lesions, prompt, gates[name])
                 union = np.logical_or.reduce(predicted) if predicted else np.zeros_like(truth)
                 dice[name, prompt].append(_dice(union, truth))
     groups = np.array([f"{s.dataset}/{s.group}" for s in lesion_images])
     datasets = np.array([s.dataset for s in lesion_images])
-    result: dict = {"a": str(args.weights_a), "b": str(args.weights_b)}
+    result: dict = {"a": str(args.weights_a), "b": str(args.weights_b),
+                    "gates": {name: {"confidence": g.confidence_threshold, "lesion": g.lesion_threshold}
+                              for name, g in gates.items()}}
     for subset in ("pooled", *sorted(set(datasets))):
         chosen = np.ones(len(datasets), bool) if subset == "pooled" else datasets == subset
         result[subset] = {

@@ -362,3 +362,17 @@ def test_segmenters_of_one_split_join_into_an_ensemble_and_other_splits_are_refu
         *(m["sha256"] for m in card["training"]["members"]), json.loads((third / f"{name}.json").read_text())["sha256"]]
     for network, original in zip(networks, members):
         assert all(torch.equal(network.state_dict()[key], value) for key, value in original.state_dict().items())
+
+
+def test_compare_segmenters_reads_a_gate_as_the_served_one_with_two_thresholds_changed():
+    import argparse
+
+    from benchmarks.compare_segmenters import gate
+
+    served = RoiSettings()
+    chosen = gate("0.65/0.4")
+    assert (chosen.confidence_threshold, chosen.lesion_threshold) == (0.65, 0.4)
+    assert (chosen.min_area_fraction, chosen.max_rois) == (served.min_area_fraction, served.max_rois)
+    for wrong in ("0.65", "0.65/0.4/0.1", "high/low", "1.2/0.4", "0.65/0"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            gate(wrong)
