@@ -1,6 +1,7 @@
 """Segmenters through SamPredictor: our own small model and the official SAM architectures."""
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
 from functools import partial
@@ -12,6 +13,7 @@ import torch
 from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
 
 from api.config import from_environment
+from benchmarks.compare_segmenters import gate
 from ml.datasets import load_samples
 from ml.errors import ModelUnavailable, WeightsTampered
 from ml.segmenter.build import build_branet_sam_small, load_carded_segmenter, load_segmenter
@@ -365,10 +367,6 @@ def test_segmenters_of_one_split_join_into_an_ensemble_and_other_splits_are_refu
 
 
 def test_compare_segmenters_reads_a_gate_as_the_served_one_with_two_thresholds_changed():
-    import argparse
-
-    from benchmarks.compare_segmenters import gate
-
     served = RoiSettings()
     chosen = gate("0.65/0.4")
     assert (chosen.confidence_threshold, chosen.lesion_threshold) == (0.65, 0.4)
