@@ -11,7 +11,6 @@ lesion probability above which a pixel belongs to one), as `benchmarks/roi_gate.
 """
 import argparse
 import json
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +34,7 @@ def gate(text: str) -> RoiSettings:
         raise argparse.ArgumentTypeError(f"expected CONFIDENCE/LESION, e.g. 0.65/0.4, not {text!r}") from None
     if not (0 < confidence < 1 and 0 < lesion < 1):
         raise argparse.ArgumentTypeError(f"both thresholds must lie between 0 and 1, not {text!r}")
-    return replace(DEFAULT_SETTINGS, confidence_threshold=confidence, lesion_threshold=lesion)
+    return RoiSettings(confidence_threshold=confidence, lesion_threshold=lesion)
 
 
 def load(weights_dir: Path) -> Segmenter:
