@@ -96,7 +96,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--init", type=Path, metavar="WEIGHTS",
                         help="start every network from this model's weights (a .pt trained here, its card beside "
                         "it, e.g. the ultrasound model for mammography; an ensemble's member i starts from its "
-                        "member i mod n) instead of a random start; the localisation head still starts random")
+                        "member i mod n), or from a self-supervised backbone (ml.pretrain; the last layer starts "
+                        "random), instead of a random start; the localisation head still starts random")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--held-out-every", type=int, default=1, metavar="N",
                         help="log a fold network's held-out AUC every N epochs and after the last (only a log "
@@ -152,14 +153,19 @@ def parent_card(weights: Path) -> dict:
 
 def initial_state(args: argparse.Namespace, member: int) -> dict[str, torch.Tensor] | None:
     """The starting weights of an ensemble's `member` under --init (None: a random start). The
-    --init model must classify into the same classes; its architecture may differ in stride only
-    (resnet18 and resnet18_os16 share every weight's shape)."""
+    --init model is a classifier into the same classes, or a self-supervised backbone
+    (ml.pretrain: every weight but the last layer's, which then starts random); its architecture
+    may differ in stride only (resnet18 and resnet18_os16 share every weight's shape)."""
     if args.init is None:
         return None
     card = parent_card(args.init)
+    state = torch.load(args.init, map_location="cpu", weights_only=True)
+    if card.get("task") == "self-supervised":
+        if any(key.startswith("fc.") for key in state):
+            raise SystemExit(f"--init {args.init}: a self-supervised backbone with a last layer")
+        return state
     if card.get("classes") != CLASSES:
         raise SystemExit(f"--init {args.init}: its classes {card.get('classes')} are not {CLASSES}")
-    state = torch.load(args.init, map_location="cpu", weights_only=True)
     states = member_states(state, card.get("members", 1))
     return states[member % len(states)]
 
@@ -246,7 +252,10 @@ def train_network(
     model = ClassifierWithLocalisation(ARCHITECTURES[args.architecture](num_classes=len(CLASSES)))
     initial = initial if initial is not None else initial_state(args, member)
     if initial is not None:
-        model.classifier.load_state_dict({key: value.float() for key, value in initial.items()})
+        # strict for every layer a backbone has; the last layer keeps its random start when
+        # `initial` is a self-supervised backbone's
+        last_layer = {key: value for key, value in model.classifier.state_dict().items() if key.startswith("fc.")}
+        model.classifier.load_state_dict(last_layer | {key: value.float() for key, value in initial.items()})
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     steps_per_epoch = (len(train_idx) + args.batch_size - 1) // args.batch_size
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
@@ -554,8 +563,11 @@ def write_model(args: argparse.Namespace, network: torch.nn.Module, data: Traini
 def initialised_from(weights: Path) -> dict:
     """The card's record of the --init model every network started from."""
     card = card_for_weights(weights)
-    return {"name": card["name"], "version": card["version"], "sha256": card["sha256"],
-            "trained": "here, from scratch" if card.get("training", {}).get("from_scratch") else "here, fine-tuned",
+    if card.get("task") == "self-supervised":
+        trained = f"here, self-supervised on {', '.join(card['images'])} images, labels unused"
+    else:
+        trained = "here, from scratch" if card.get("training", {}).get("from_scratch") else "here, fine-tuned"
+    return {"name": card["name"], "version": card["version"], "sha256": card["sha256"], "trained": trained,
             "note": "a model of this project's own, trained on this project's data; no outside weights"}
 
 
