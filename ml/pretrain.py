@@ -21,6 +21,8 @@ import argparse
 import json
 import logging
 import math
+import shlex
+import sys
 from pathlib import Path
 
 import torch
@@ -171,7 +173,8 @@ def main(argv: list[str] | None = None) -> None:
         "task": "self-supervised", "architecture": args.architecture,
         "note": "a starting point for ml.train --init, not a classifier: it has no last layer and no classes",
         "images": {dataset: sum(s.dataset == dataset for s in samples) for dataset in args.sets},
-        "training": {"method": "SimCLR (NT-Xent), labels unused", "epochs": args.epochs,
+        "training": {"command": shlex.join(["python", "-m", "ml.pretrain", *(sys.argv[1:] if argv is None else argv)]),
+                     "method": "SimCLR (NT-Xent), labels unused", "epochs": args.epochs,
                      "view_size": args.view_size, "stored_size": args.size, "batch_size": args.batch_size,
                      "lr": args.lr, "temperature": args.temperature, "seed": args.seed},
         **provenance(weights_path, args.sets),

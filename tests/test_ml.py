@@ -385,7 +385,8 @@ def test_training_on_lesion_centred_crops_serves_a_model_that_reads_images_by_wi
     assert not (tmp_path / "refused").exists()  # refused before anything is written
 
 
-def test_cross_hospital_trains_the_shipped_recipe_on_one_set_and_reads_the_other(tmp_path, shared_data):
+def ultrasound_subset(tmp_path: Path, shared_data: Path) -> tuple[Path, list[dict]]:
+    """A data root holding BUS-BRA's first 24 rows and BUSI's first 4 of each class (returned)."""
     data_root = tmp_path / "data"
     (data_root / "busbra").mkdir(parents=True)
     (data_root / "busbra" / "images").symlink_to(shared_data / "busbra" / "images")
@@ -395,7 +396,11 @@ def test_cross_hospital_trains_the_shipped_recipe_on_one_set_and_reads_the_other
     (data_root / "busi").mkdir()
     for label in ("normal", "benign", "malignant"):
         (data_root / "busi" / label).symlink_to(shared_data / "busi" / label)
-    busi_rows = busi_subset_labels(shared_data, data_root / "busi", per_label=4)
+    return data_root, busi_subset_labels(shared_data, data_root / "busi", per_label=4)
+
+
+def test_cross_hospital_trains_the_shipped_recipe_on_one_set_and_reads_the_other(tmp_path, shared_data):
+    data_root, busi_rows = ultrasound_subset(tmp_path, shared_data)
 
     def run(run_dir: str, *options: str, train: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
         """The benchmark's `options`, then ml.train's: one epoch at 32 px, and `train`."""

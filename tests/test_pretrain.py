@@ -2,12 +2,17 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
 
+from api.config import REPO_ROOT
+
 from ml.pretrain import contrastive_loss, random_views
-from test_ml import mias_subset, run_module
+from test_ml import mias_subset, run_module, ultrasound_subset
 
 
 def test_the_contrastive_loss_is_low_when_each_view_finds_its_twin_and_high_when_not():
@@ -38,6 +43,7 @@ def test_pretraining_writes_a_backbone_that_ml_train_starts_from(tmp_path, share
     weights = tmp_path / "ssl" / "branet-mg-ssl.pt"
     card = json.loads((tmp_path / "ssl" / "branet-mg-ssl.json").read_text())
     assert card["task"] == "self-supervised" and "classes" not in card and card["images"] == {"mias": 40}
+    assert card["training"]["command"].startswith("python -m ml.pretrain --modality mammography")
     backbone = torch.load(weights, weights_only=True)
     assert "conv1.weight" in backbone and not any(key.startswith("fc.") for key in backbone)
 
@@ -67,3 +73,31 @@ def test_pretraining_refuses_options_it_cannot_honour(tmp_path, option, message)
     refused = run_module("ml.pretrain", "--modality", "mammography", "--run-dir", str(tmp_path / "ssl"), *option)
     assert refused.returncode == 2 and message in refused.stderr
     assert not (tmp_path / "ssl").exists()
+
+
+def test_the_linear_probe_fits_on_one_set_and_reads_the_other(tmp_path, shared_data):
+    data_root, busi_rows = ultrasound_subset(tmp_path, shared_data)
+    pretrained = run_module("ml.pretrain", "--modality", "ultrasound", "--sets", "busbra", "--data-root", str(data_root),
+                            "--epochs", "1", "--size", "40", "--view-size", "32", "--batch-size", "8",
+                            "--run-dir", str(tmp_path / "ssl"), "--weights-dir", str(tmp_path / "ssl"))
+    assert pretrained.returncode == 0, pretrained.stderr
+    assert json.loads((tmp_path / "ssl" / "branet-us-ssl.json").read_text())["images"] == {"busbra": 24}
+
+    def probe(*options: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "benchmarks/linear_probe.py", "--train-set", "busbra", "--size", "32",
+                               "--data-root", str(data_root), "--cache", str(tmp_path / "cache"), *options],
+                              cwd=REPO_ROOT, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": "."},
+                              timeout=300)
+
+    busi_lesions = sum(row["label"] != "normal" and row["label_conflict"] != "1" for row in busi_rows)
+    readings = {}
+    for options in ([str(tmp_path / "ssl" / "branet-us-ssl.pt")], ["--random-start"]):
+        result = probe(*options)
+        assert result.returncode == 0, result.stderr
+        readings[options[0]] = measured = json.loads(result.stdout)
+        assert measured["fitted_images"] == 24 and measured["read_images"] == busi_lesions
+        low, high = measured["ci95"]
+        assert 0 <= low <= high <= 1 and 0 <= measured["auc_malignant_vs_benign"] <= 1
+    assert readings["--random-start"]["backbone"] == "random start, seed 0"
+    refused = probe()
+    assert refused.returncode == 2 and "give a backbone's weights or --random-start" in refused.stderr
