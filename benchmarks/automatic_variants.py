@@ -2,7 +2,7 @@
 
 Each variant starts from the same model; none is served unless it beats `served` on both splits.
 
-    PYTHONPATH=. python benchmarks/automatic_variants.py weights --seed 0
+    PYTHONPATH=. python benchmarks/automatic_variants.py weights/split0 --seed 0
     PYTHONPATH=. python benchmarks/automatic_variants.py runs/us-segmenter-s1/weights --seed 1
 
 `WEIGHTS_DIR` holds a segmenter card trained with `ml.segmenter.train --seed` the same seed (or
@@ -34,7 +34,7 @@ from ml.inference import tta_logits
 from ml.preprocess import InputSpec, to_batch
 from ml.saliency import Explainer
 from ml.segmenter.build import load_carded_segmenter
-from ml.segmenter.data import inner_point, segmenter_split
+from ml.segmenter.data import held_out_samples, inner_point
 from ml.segmenter.evaluate import ImageOutcome, dice_difference, summary
 from ml.segmenter.roi import PROMPTED_LESION_THRESHOLD, RoiSettings, Segmenter, rois_from_probability
 from ml.train import fold_network, read_with
@@ -245,7 +245,8 @@ def main() -> None:
     parser.add_argument("--variants", type=lambda text: text.split(","), metavar="NAME,...",
                         help="measure only these variants (default: all) and `served`, which each is compared with")
     args = parser.parse_args()
-    segmenter = Segmenter.for_card(*load_carded_segmenter(args.weights_dir, SEGMENTER_MODELS[args.modality], args.img_size))
+    networks, card = load_carded_segmenter(args.weights_dir, SEGMENTER_MODELS[args.modality], args.img_size)
+    segmenter = Segmenter.for_card(networks, card)
     classifier = FoldClassifier(args.classifier_run) if args.classifier_run else None
     variants = VARIANTS | (CLASSIFIER_VARIANTS if classifier else {})
     if args.variants:
@@ -256,7 +257,7 @@ def main() -> None:
     outcomes: dict[tuple[str, str], list[ImageOutcome]] = {}
     normal_probabilities: dict[str, list[tuple[bool, float]]] = {}  # with a classifier: (lesion?, P(normal))
     groups: dict[str, list[str]] = {}  # each data set's images' patient/near-duplicate groups, in order
-    for sample in tqdm(segmenter_split(load_samples(args.data_root, args.modality), args.seed)[1]):
+    for sample in tqdm(held_out_samples(load_samples(args.data_root, args.modality), args.seed, [card])):
         gray = load_gray(sample.path)
         lesions, _ = ndimage.label(lesion_mask(sample, gray.shape) > 127)
         groups.setdefault(sample.dataset, []).append(sample.group)

@@ -2,7 +2,7 @@
 image: mean Dice over lesion images per prompt kind and data set, each model's, and the difference
 B - A with a 95% interval from a paired bootstrap over patient groups.
 
-    PYTHONPATH=. python benchmarks/compare_segmenters.py weights runs/ultrasound-segmenter-wide/weights
+    PYTHONPATH=. python benchmarks/compare_segmenters.py weights/split0 runs/ultrasound-segmenter-wide/weights
 
 Each argument is a folder holding `branet-us-sam-small.pt` and its card. The automatic mode runs
 each model through the served ROI gate unless `--gate-a`/`--gate-b` give it another one
@@ -21,7 +21,7 @@ from ml.cards import SEGMENTER_MODELS
 from ml.datasets import lesion_mask, load_gray, load_samples
 from ml.metrics import paired_mean_difference
 from ml.segmenter.build import load_carded_segmenter
-from ml.segmenter.data import segmenter_split
+from ml.segmenter.data import held_out_samples
 from ml.segmenter.evaluate import DEFAULT_SETTINGS, PROMPTS, _dice, predicted_masks
 from ml.segmenter.roi import RoiSettings, Segmenter
 
@@ -37,8 +37,9 @@ def gate(text: str) -> RoiSettings:
     return RoiSettings(confidence_threshold=confidence, lesion_threshold=lesion)
 
 
-def load(weights_dir: Path) -> Segmenter:
-    return Segmenter.for_card(*load_carded_segmenter(weights_dir, SEGMENTER_MODELS["ultrasound"]))
+def load(weights_dir: Path) -> tuple[Segmenter, dict]:
+    networks, card = load_carded_segmenter(weights_dir, SEGMENTER_MODELS["ultrasound"])
+    return Segmenter.for_card(networks, card), card
 
 
 def main() -> None:
@@ -51,12 +52,13 @@ def main() -> None:
     parser.add_argument("--gate-a", type=gate, default=DEFAULT_SETTINGS, metavar="CONFIDENCE/LESION")
     parser.add_argument("--gate-b", type=gate, default=DEFAULT_SETTINGS, metavar="CONFIDENCE/LESION")
     args = parser.parse_args()
-    segmenters = {"a": load(args.weights_a), "b": load(args.weights_b)}
+    loaded = {"a": load(args.weights_a), "b": load(args.weights_b)}
+    segmenters = {name: segmenter for name, (segmenter, _) in loaded.items()}
     gates = {"a": args.gate_a, "b": args.gate_b}
     samples = load_samples(args.data_root, "ultrasound")
     lesion_images = []
     dice = {(name, prompt): [] for name in segmenters for prompt in PROMPTS}
-    for sample in tqdm(segmenter_split(samples, args.seed)[1], desc="fold 0"):
+    for sample in tqdm(held_out_samples(samples, args.seed, [card for _, card in loaded.values()]), desc="fold 0"):
         gray = load_gray(sample.path)
         truth = lesion_mask(sample, gray.shape) > 127
         lesions, count = ndimage.label(truth)

@@ -1,7 +1,7 @@
 """A segmenter ensemble joined by a network whose no-prompt answer comes from a mask token of its
 own (`ml.segmenter.train --automatic-mask-token 1`), measured on their split's held-out fold.
 
-    PYTHONPATH=. python benchmarks/mixed_ensemble.py weights runs/us-segmenter-tok1-s0/weights --seed 0
+    PYTHONPATH=. python benchmarks/mixed_ensemble.py weights/split0 runs/us-segmenter-tok1-s0/weights --seed 0
     PYTHONPATH=. python benchmarks/mixed_ensemble.py runs/us-ens2-s1/weights runs/us-segmenter-tok1-s1/weights --seed 1
 
 `ml.segmenter.ensemble` joins only networks that answer from the same token, so the mixture is
@@ -23,7 +23,7 @@ from tqdm import tqdm
 from ml.cards import SEGMENTER_MODELS
 from ml.datasets import lesion_mask, load_gray, load_samples
 from ml.segmenter.build import load_carded_segmenter
-from ml.segmenter.data import segmenter_split
+from ml.segmenter.data import held_out_samples
 from ml.segmenter.evaluate import ImageOutcome, dice_difference, predicted_masks, summary
 from ml.segmenter.roi import RoiSettings, Roi, Segmenter, rois_from_probability
 
@@ -54,8 +54,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="the split's seed, shared by both")
     parser.add_argument("--data-root", type=Path, default=Path("../shared/data"))
     args = parser.parse_args()
-    first, second = (Segmenter.for_card(*load_carded_segmenter(d, SEGMENTER_MODELS["ultrasound"]))
-                     for d in (args.first, args.second))
+    loaded = [load_carded_segmenter(d, SEGMENTER_MODELS["ultrasound"]) for d in (args.first, args.second)]
+    first, second = (Segmenter.for_card(networks, card) for networks, card in loaded)
     networks = len(first.members)
     both = (first, second)
     variants = {  # name: (weights without a prompt, weights with one, prompts measured)
@@ -66,7 +66,7 @@ def main() -> None:
     }
     outcomes: dict[tuple[str, str, str], list[ImageOutcome]] = {}
     groups: dict[str, list[str]] = {}
-    for sample in tqdm(segmenter_split(load_samples(args.data_root, "ultrasound"), args.seed)[1]):
+    for sample in tqdm(held_out_samples(load_samples(args.data_root, "ultrasound"), args.seed, [card for _, card in loaded])):
         gray = load_gray(sample.path)
         lesions, _ = ndimage.label(lesion_mask(sample, gray.shape) > 127)
         groups.setdefault(sample.dataset, []).append(sample.group)

@@ -17,7 +17,7 @@ from tqdm import tqdm
 from ml.cards import MODALITIES, SEGMENTER_MODELS
 from ml.datasets import lesion_mask, load_gray, load_samples
 from ml.segmenter.build import load_carded_segmenter
-from ml.segmenter.data import segmenter_split
+from ml.segmenter.data import held_out_samples
 from ml.segmenter.evaluate import ImageOutcome, summary
 from ml.segmenter.roi import RoiSettings, Segmenter, rois_from_probability
 
@@ -34,10 +34,11 @@ def main() -> None:
                         help="lesion probabilities above which a pixel belongs to an ROI")
     args = parser.parse_args()
 
-    segmenter = Segmenter.for_card(*load_carded_segmenter(args.weights_dir, SEGMENTER_MODELS[args.modality]))
+    networks, card = load_carded_segmenter(args.weights_dir, SEGMENTER_MODELS[args.modality])
+    segmenter = Segmenter.for_card(networks, card)
     samples = load_samples(args.data_root, args.modality)
     images = []
-    for sample in tqdm(segmenter_split(samples, args.seed)[1], desc="lesion probability"):
+    for sample in tqdm(held_out_samples(samples, args.seed, [card]), desc="lesion probability"):
         gray = load_gray(sample.path)
         lesions, _ = ndimage.label(lesion_mask(sample, gray.shape) > 127)
         images.append((sample.dataset, segmenter.probability(gray), lesions))

@@ -1,6 +1,6 @@
 """Automatic ROIs' labels on fold 0's held-out images, and what they do to the image's label.
 
-The shipped segmenter (trained without fold 0) finds the ROIs of each held-out image; fold 0's
+The shipped segmenter's recipe validated on split 0 (`weights/split0`, trained without fold 0) finds the ROIs of each held-out image; fold 0's
 classifier (calibrated as in cross-validation) labels the image and each ROI, at the screening
 threshold; the image is malignant when it or any of its ROIs is, as in an analysis. ROIs are
 labelled two ways:
@@ -24,6 +24,7 @@ from ml.datasets import lesion_mask, load_gray, load_samples
 from ml.preprocess import InputSpec
 from ml.roi_classification import fit_roi_classification, out_of_fold_crops
 from ml.segmenter.build import load_carded_segmenter
+from ml.segmenter.data import held_out_samples
 from ml.segmenter.roi import Segmenter
 from ml.train import fold_network
 
@@ -42,7 +43,9 @@ classifier = Classifier(card, network)
 # before: the tight crop, read as a whole image
 tight = Classifier({**card, "roi_classification": {"context_margin": 0.15, "calibration": card["calibration"],
                                                    "threshold": card["threshold"]}}, network)
-segmenter = Segmenter.for_card(*load_carded_segmenter(weights, "branet-us-sam-small"))
+segmenter_networks, segmenter_card = load_carded_segmenter(weights / "split0", "branet-us-sam-small")
+held_out_samples(samples, 0, [segmenter_card])  # refuses a segmenter that trained on fold 0
+segmenter = Segmenter.for_card(segmenter_networks, segmenter_card)
 held_out = np.load(RUN / "fold0" / "out_of_fold.npz")["held_out"]
 
 images, rois = [], []  # one row per image; one per ROI

@@ -36,7 +36,8 @@ def add_common_arguments(parser: argparse.ArgumentParser, epochs: int, size: int
 # Options added after runs were checkpointed, with their "off" value: left out of the settings
 # while off, so that those runs still resume.
 LATER_OPTIONS_OFF = {"crop": 0, "init": None, "automatic_weight": 0.0, "automatic_mask_token": 0,
-                     "dataset_weights": {}, "split_seed": None}
+                     "dataset_weights": {}, "split_seed": None,
+                     "all_images": False, "validated_by": None}
 
 
 def settings_of(args: argparse.Namespace) -> dict[str, str]:

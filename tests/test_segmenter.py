@@ -17,7 +17,7 @@ from benchmarks.compare_segmenters import gate
 from ml.datasets import load_samples
 from ml.errors import ModelUnavailable, WeightsTampered
 from ml.segmenter.build import build_branet_sam_small, load_carded_segmenter, load_segmenter
-from ml.segmenter.data import segmenter_split
+from ml.segmenter.data import held_out_samples, segmenter_split
 from ml.segmenter.evaluate import ImageOutcome, _dice, _iou, summary
 from ml.segmenter.roi import RoiSettings, Segmenter, rois_from_probability
 
@@ -364,6 +364,80 @@ def test_segmenters_of_one_split_join_into_an_ensemble_and_other_splits_are_refu
         *(m["sha256"] for m in card["training"]["members"]), json.loads((third / f"{name}.json").read_text())["sha256"]]
     for network, original in zip(networks, members):
         assert all(torch.equal(network.state_dict()[key], value) for key, value in original.state_dict().items())
+
+
+def test_networks_trained_on_every_image_carry_their_validated_recipes_figures_and_refuse_held_out_benchmarks(
+        tmp_path, shared_data):
+    from tests.test_ml import mias_subset, run_module
+
+    data_root = mias_subset(tmp_path, shared_data)
+    name = "branet-mg-sam-small"
+
+    def train(run: str, *extra: str):
+        return run_module("ml.segmenter.train", "--modality", "mammography", "--data-root", str(data_root),
+                          "--epochs", "1", "--size", "64", "--batch-size", "8", "--run-dir", str(tmp_path / run),
+                          "--weights-dir", str(tmp_path / run), *extra)
+
+    def join(*members: Path, into: str, validated_by: Path | None = None):
+        return run_module("ml.segmenter.ensemble", "--modality", "mammography", "--data-root", str(data_root),
+                          "--weights-dir", str(tmp_path / into), *map(str, members),
+                          *(["--validated-by", str(validated_by)] if validated_by else []))
+
+    def card_of(run: Path) -> dict:
+        return json.loads((run / f"{name}.json").read_text())
+
+    for run, seed in (("split-a", "0"), ("split-b", "1")):
+        assert train(run, "--seed", seed, "--split-seed", "0").returncode == 0
+    assert join(tmp_path / "split-a", tmp_path / "split-b", into="validated").returncode == 0
+    validated = card_of(tmp_path / "validated")
+
+    refused = train("refused", "--all-images")
+    assert refused.returncode == 2 and "--all-images and --validated-by go together" in refused.stderr
+    refused = train("refused", "--all-images", "--validated-by", str(tmp_path / "validated"), "--split-seed", "0")
+    assert refused.returncode == 2 and "--all-images holds none out" in refused.stderr
+    refused = train("refused", "--all-images", "--validated-by", str(tmp_path / "nothing-here"))
+    assert refused.returncode == 1 and "--validated-by" in refused.stderr and "is missing" in refused.stderr
+    assert not (tmp_path / "refused" / f"{name}.pt").exists()
+
+    for run, seed in (("all-a", "0"), ("all-b", "1")):
+        done = train(run, "--seed", seed, "--all-images", "--validated-by", str(tmp_path / "validated"))
+        assert done.returncode == 0, done.stderr
+    member = card_of(tmp_path / "all-a")
+    outlined = sum(1 for s in load_samples(data_root, "mammography") if s.has_outline)
+    assert member["training"]["all_images"] is True and "split_seed" not in member["training"]
+    assert member["training"]["images"] == outlined > card_of(tmp_path / "split-a")["training"]["images"]
+    assert member["training"]["command"].endswith(f"--all-images --validated-by {tmp_path / 'validated'}")
+    assert member["metrics"]["box"] == validated["metrics"]["box"]
+    assert member["metrics"]["validated_by"]["sha256"] == validated["sha256"]
+    assert member["metrics"]["split"].startswith("none held out") and member["automatic_rois"] is validated["automatic_rois"]
+    refused = train("twice-over", "--all-images", "--validated-by", str(tmp_path / "all-a"))
+    assert refused.returncode == 1 and "held nothing out either" in refused.stderr
+
+    refused = join(tmp_path / "all-a", tmp_path / "split-a", into="mixed", validated_by=tmp_path / "validated")
+    assert refused.returncode == 1 and "different splits" in refused.stderr
+    refused = join(tmp_path / "all-a", tmp_path / "all-b", into="unvalidated")
+    assert refused.returncode == 1 and "need --validated-by" in refused.stderr
+    refused = join(tmp_path / "split-a", tmp_path / "split-b", into="needless", validated_by=tmp_path / "validated")
+    assert refused.returncode == 1 and "only they take it" in refused.stderr
+    refused = join(tmp_path / "all-a", tmp_path / "all-b", into="one-short", validated_by=tmp_path / "split-a")
+    assert refused.returncode == 1 and "holds 1 networks, these members 2" in refused.stderr
+    assert not any((tmp_path / d).exists() for d in ("mixed", "unvalidated", "needless", "one-short"))
+
+    joined = join(tmp_path / "all-a", tmp_path / "all-b", into="shipped", validated_by=tmp_path / "validated")
+    assert joined.returncode == 0, joined.stderr
+    networks, shipped = load_carded_segmenter(tmp_path / "shipped", name)
+    assert len(networks) == shipped["members"] == 2 and shipped["training"]["all_images"] is True
+    assert {key: shipped["metrics"][key] for key in ("auto", "box", "point")} == {
+        key: validated["metrics"][key] for key in ("auto", "box", "point")}
+    assert shipped["training"]["command"].endswith(f"--validated-by {tmp_path / 'validated'}")
+
+    # a benchmark on fold 0 measures only segmenters that never saw it
+    samples = load_samples(data_root, "mammography")
+    assert held_out_samples(samples, 0, [validated]) == segmenter_split(samples, 0)[1]
+    with pytest.raises(SystemExit, match="held out nothing, so it trained on fold 0 of split 0"):
+        held_out_samples(samples, 0, [validated, shipped])
+    with pytest.raises(SystemExit, match="held out fold 0 of split 0, so it trained on fold 0 of split 1"):
+        held_out_samples(samples, 1, [validated])
 
 
 def test_compare_segmenters_reads_a_gate_as_the_served_one_with_two_thresholds_changed():

@@ -27,6 +27,18 @@ def segmenter_split(samples: list[Sample], seed: int) -> tuple[list[Sample], lis
             [samples[i] for i in held_out if samples[i].has_outline])
 
 
+def held_out_samples(samples: list[Sample], seed: int, cards: list[dict]) -> list[Sample]:
+    """Fold 0 of the split with this seed, for measuring the segmenters these cards describe;
+    SystemExit when one of them trained on those images (it held nothing out, or another split's fold)."""
+    for card in cards:
+        training = card.get("training", {})
+        if training.get("all_images") or training.get("split_seed", seed) != seed:
+            held = "nothing" if training.get("all_images") else f"fold 0 of split {training['split_seed']}"
+            raise SystemExit(f"{card['name']} {card['version']} held out {held}, so it trained on fold 0 of "
+                             f"split {seed}: measure a run that held that fold out (e.g. weights/split0 for seed 0)")
+    return segmenter_split(samples, seed)[1]
+
+
 def resize_for_sam(gray: np.ndarray, img_size: int) -> np.ndarray:
     """The grayscale image resized by segment_anything's own transform (long side = img_size)."""
     return ResizeLongestSide(img_size).apply_image(np.repeat(gray[:, :, None], 3, axis=2))[:, :, 0]

@@ -9,6 +9,9 @@ same held-out fold, which no member saw, measures the ensemble, whose answer is 
 members' lesion probabilities (`Segmenter`). A member may be an ensemble already: its networks join
 one by one, so that one more run extends a shipped ensemble without retraining its networks
 (`... --weights-dir OUT weights runs/another-start/weights`). The members' files are only read.
+
+Members trained on every image (`ml.segmenter.train --all-images`) leave no fold to measure them:
+their ensemble takes its figures from `--validated-by`, the ensemble of the same recipe on a split.
 """
 from __future__ import annotations
 
@@ -27,7 +30,7 @@ from ml.segmenter.build import load_carded_segmenter
 from ml.segmenter.data import segmenter_split
 from ml.segmenter.evaluate import held_out_metrics
 from ml.segmenter.roi import Segmenter
-from ml.segmenter.train import finds_lesions_without_prompt
+from ml.segmenter.train import finds_lesions_without_prompt, validated_fields, validation_record
 from ml.train import compact_state
 
 log = logging.getLogger("ml.segmenter.ensemble")
@@ -46,18 +49,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--weights-dir", type=Path, required=True, help="where the ensemble's weights and card go")
     parser.add_argument("--data-root", type=Path, default=Path("../shared/data"))
     parser.add_argument("--version", default=version_now(), help="the ensemble's version (default: now, UTC)")
+    parser.add_argument("--validated-by", type=Path, metavar="DIR",
+                        help="members trained on every image: the folder of the same recipe's ensemble on a "
+                        "split, whose held-out figures (and automatic_rois) the card carries")
     args = parser.parse_args(argv)
     if len(args.members) < 2:
         parser.error("an ensemble needs at least two members")
     return args
 
 
-def member_split_seed(card: dict) -> int | None:
-    return card.get("training", {}).get("split_seed")
+def member_split_seed(card: dict) -> int | str | None:
+    """The split a member held fold 0 of out, or "all images" when it held nothing out."""
+    training = card.get("training", {})
+    return "all images" if training.get("all_images") else training.get("split_seed")
 
 
-def check_members(networks: list[Sam], cards: list[dict]) -> int:
-    """The split seed all members share; SystemExit naming what differs otherwise."""
+def check_members(networks: list[Sam], cards: list[dict]) -> int | str:
+    """The split seed all members share ("all images" when none held a fold out); SystemExit
+    naming what differs otherwise."""
     shapes = [{key: value.shape for key, value in network.state_dict().items()} for network in networks]
     if any(shape != shapes[0] for shape in shapes[1:]):
         raise SystemExit("members differ in their networks' weight shapes (e.g. --encoder-widths)")
@@ -70,7 +79,7 @@ def check_members(networks: list[Sam], cards: list[dict]) -> int:
     if None in seeds:
         raise SystemExit("a member's card does not say which split it trained on (training.split_seed)")
     if len(seeds) > 1:
-        raise SystemExit(f"members trained on different splits (split seeds {sorted(seeds)}): "
+        raise SystemExit(f"members trained on different splits (split seeds {sorted(seeds, key=str)}): "
                          "one held out what another trained on")
     hashes = [record["sha256"] for card in cards for record in member_records(card)]
     twice = sorted({sha256 for sha256 in hashes if hashes.count(sha256) > 1})
@@ -100,9 +109,29 @@ def main(argv: list[str] | None = None) -> None:
     cards = [card for _, card in loaded]
     networks = [network for models, _ in loaded for network in models]
     split_seed = check_members(networks, cards)
-    segmenter = Segmenter.for_card(networks, cards[0])
     samples = load_samples(args.data_root, args.modality)
-    metrics = held_out_metrics(segmenter, segmenter_split(samples, split_seed)[1])
+    all_images = split_seed == "all images"
+    if all_images != (args.validated_by is not None):
+        raise SystemExit("members trained on every image need --validated-by (their recipe's ensemble on a "
+                         "split), and only they take it: members that held a fold out are measured on it")
+    if all_images:
+        validated = validation_record(args.validated_by, name)
+        if validated.get("members", 1) != len(networks):
+            raise SystemExit(f"--validated-by {args.validated_by} holds {validated.get('members', 1)} networks, "
+                             f"these members {len(networks)}: it must validate the same ensemble's recipe")
+        measured = validated_fields(validated)
+    else:
+        segmenter = Segmenter.for_card(networks, cards[0])
+        metrics = held_out_metrics(segmenter, segmenter_split(samples, split_seed)[1])
+        measured = {
+            "automatic_rois": finds_lesions_without_prompt(metrics),
+            "metrics": {
+                "split": f"validation on fold 0 of the 5-fold split of seed {split_seed} grouped by "
+                "patient/near-duplicate group, which no member trained on; each member is trained on the "
+                "other four folds",
+                **metrics,
+            },
+        }
 
     args.weights_dir.mkdir(parents=True, exist_ok=True)
     weights_path = args.weights_dir / f"{name}.pt"
@@ -114,26 +143,22 @@ def main(argv: list[str] | None = None) -> None:
         "version": args.version,
         **{field: first[field] for field in ("build", *SHARED_FIELDS) if field in first},
         "members": len(networks),
-        "automatic_rois": finds_lesions_without_prompt(metrics),
-        "metrics": {
-            "split": f"validation on fold 0 of the 5-fold split of seed {split_seed} grouped by "
-            "patient/near-duplicate group, which no member trained on; each member is trained on the "
-            "other four folds",
-            **metrics,
-        },
+        **measured,
         "training": {
             "from_scratch": all(card["training"].get("from_scratch") for card in cards),
             "command": f"python -m ml.segmenter.ensemble --modality {args.modality} "
-            + " ".join(str(directory) for directory in args.members),
+            + " ".join(str(directory) for directory in args.members)
+            + (f" --validated-by {args.validated_by}" if all_images else ""),
             "ensemble": f"{len(networks)} networks from different random starts on the same images; "
             "the answer is the mean of their lesion probabilities",
-            "split_seed": split_seed,
+            **({"all_images": True} if all_images else {"split_seed": split_seed}),
             "members": [record for card in cards for record in member_records(card)],
         },
         **provenance(weights_path, sorted({s.dataset for s in samples})),
     }
     write_card(args.weights_dir, card)
-    log.info("wrote %s: auto dice %s, box dice %s", weights_path, metrics["auto"]["dice"], metrics["box"]["dice"])
+    log.info("wrote %s: auto dice %s, box dice %s", weights_path, measured["metrics"]["auto"]["dice"],
+             measured["metrics"]["box"]["dice"])
 
 
 if __name__ == "__main__":

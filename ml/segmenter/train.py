@@ -25,6 +25,7 @@ from ml.augment import ROTATION_DEGREES, SHIFT, ZOOM, photometric
 from ml.cards import SEGMENTER_MODELS, card_for_weights, provenance, write_card
 from ml.checkpoints import add_common_arguments, resume, save_checkpoint, settings_of
 from ml.datasets import load_samples
+from ml.errors import ModelUnavailable
 from ml.segmenter.build import build_branet_sam_small, load_carded_segmenter
 from ml.segmenter.data import PreparedImage, lesion_boxes, prepare, segmenter_split
 from ml.segmenter.encoder import ENCODER_WIDTHS
@@ -65,7 +66,45 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--dataset-weights", type=_dataset_weights, default={}, metavar="SET=K[,SET=K]",
                         help="draw each image of SET K times as often as the others (e.g. busi=2); an epoch "
                         "keeps its number of steps, so the run costs the same")
-    return parser.parse_args(argv)
+    parser.add_argument("--all-images", action="store_true",
+                        help="train on every image, holding none out, as the shipped classifier's last network "
+                        "does: nothing is left to measure it, so --validated-by names the run of the same recipe "
+                        "on a split whose held-out figures (and automatic_rois) its card carries")
+    parser.add_argument("--validated-by", type=Path, metavar="DIR",
+                        help="with --all-images: the folder of that validated run (weights and card)")
+    args = parser.parse_args(argv)
+    if args.all_images != (args.validated_by is not None):
+        parser.error("--all-images and --validated-by go together: a network that held nothing out is "
+                     "described by the held-out figures of its recipe's validated run")
+    if args.all_images and args.split_seed is not None:
+        parser.error("--split-seed names the split whose fold is held out; --all-images holds none out")
+    return args
+
+
+def validation_record(directory: Path, name: str) -> dict:
+    """The card of a validated run (checked against its weights) that a network trained on every
+    image is described by; SystemExit when it is missing, tampered with, or held nothing out itself."""
+    try:
+        _, card = load_carded_segmenter(directory, name)
+    except ModelUnavailable as error:
+        raise SystemExit(f"--validated-by {directory}: {error}") from None
+    if card["training"].get("all_images"):
+        raise SystemExit(f"--validated-by {directory}: that run held nothing out either")
+    return card
+
+
+def validated_fields(validated: dict) -> dict:
+    """What a card of a network trained on every image takes from its recipe's validated run."""
+    record = {key: validated[key] for key in ("name", "version", "sha256")}
+    return {
+        "automatic_rois": validated["automatic_rois"],
+        "metrics": {
+            **validated["metrics"],
+            "split": "none held out: trained on every image. These are the held-out figures of the same "
+            f"recipe validated by {validated['name']} {validated['version']} ({validated['metrics']['split']})",
+            "validated_by": record | {"command": validated["training"]["command"]},
+        },
+    }
 
 
 def _widths(text: str) -> tuple[int, ...]:
@@ -258,7 +297,12 @@ def train(args: argparse.Namespace, images: list[PreparedImage], datasets: list[
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     samples = load_samples(args.data_root, args.modality)
-    training, validation = segmenter_split(samples, split_seed(args))
+    name = SEGMENTER_MODELS[args.modality]
+    validated = validation_record(args.validated_by, name) if args.all_images else None
+    if args.all_images:
+        training, validation = [s for s in samples if s.has_outline], []
+    else:
+        training, validation = segmenter_split(samples, split_seed(args))
     unknown = sorted(set(args.dataset_weights) - {s.dataset for s in training})
     if unknown:
         raise SystemExit(f"--dataset-weights names {', '.join(unknown)}: the {args.modality} images come from "
@@ -270,10 +314,21 @@ def main(argv: list[str] | None = None) -> None:
     images = prepare(training, args.size)
     model = train(args, images, [s.dataset for s in training], run_dir)
     segmenter = Segmenter(model, args.automatic_mask_token)
-    metrics = held_out_metrics(segmenter, validation)
-    log.info("validation: %s", json.dumps(metrics))
+    if validated is None:
+        metrics = held_out_metrics(segmenter, validation)
+        log.info("validation: %s", json.dumps(metrics))
+        measured = {
+            "automatic_rois": finds_lesions_without_prompt(metrics),
+            "metrics": {
+                "split": f"validation on fold 0 of the 5-fold split of seed {split_seed(args)} grouped by "
+                "patient/near-duplicate group (the classifier's fold 0 for that seed); the shipped network is "
+                "trained on the other four folds",
+                **metrics,
+            },
+        }
+    else:
+        measured = validated_fields(validated)
 
-    name = SEGMENTER_MODELS[args.modality]
     args.weights_dir.mkdir(parents=True, exist_ok=True)
     weights_path = args.weights_dir / f"{name}.pt"
     torch.save(compact_state(model), weights_path)
@@ -285,14 +340,8 @@ def main(argv: list[str] | None = None) -> None:
         "architecture": "branet_sam_small",
         "build": {"img_size": args.size, "encoder_widths": list(args.encoder_widths)},
         "input": {"img_size": args.size, "channels": "grayscale replicated to 3"},
-        "automatic_rois": finds_lesions_without_prompt(metrics),
         **({"automatic_mask_token": args.automatic_mask_token} if args.automatic_mask_token else {}),
-        "metrics": {
-            "split": f"validation on fold 0 of the 5-fold split of seed {split_seed(args)} grouped by "
-            "patient/near-duplicate group (the classifier's fold 0 for that seed); the shipped network is "
-            "trained on the other four folds",
-            **metrics,
-        },
+        **measured,
         "training": {
             "from_scratch": True,
             "command": f"python -m ml.segmenter.train --modality {args.modality} --epochs {args.epochs} "
@@ -302,7 +351,8 @@ def main(argv: list[str] | None = None) -> None:
             f"{f' --init {args.init}' if args.init else ''}"
             f"{f' --automatic-weight {args.automatic_weight:g}' if args.automatic_weight else ''}"
             f"{f' --automatic-mask-token {args.automatic_mask_token}' if args.automatic_mask_token else ''}"
-            f"{' --dataset-weights ' + _weights_text(args.dataset_weights) if args.dataset_weights else ''}",
+            f"{' --dataset-weights ' + _weights_text(args.dataset_weights) if args.dataset_weights else ''}"
+            f"{f' --all-images --validated-by {args.validated_by}' if args.all_images else ''}",
             **({"initialised_from": initialised_from(args.init)} if args.init else {}),
             "prompts": "none (all lesions), box around one lesion (jittered), 1-3 positive and 0-2 negative clicks"
             + (f"; and the no-prompt answer for every image, weight {args.automatic_weight:g}" if args.automatic_weight else "")
@@ -312,7 +362,7 @@ def main(argv: list[str] | None = None) -> None:
             "augmentation": f"mirror, rotation within {ROTATION_DEGREES} degrees, zoom {ZOOM[0]}-{ZOOM[1]}, shift "
             f"within {SHIFT:.0%}; gain, contrast, gamma and speckle",
             "images": len(images),
-            "split_seed": split_seed(args),
+            **({"all_images": True} if args.all_images else {"split_seed": split_seed(args)}),
         },
         **provenance(weights_path, datasets),
     }
