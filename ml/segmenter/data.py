@@ -27,14 +27,24 @@ def segmenter_split(samples: list[Sample], seed: int) -> tuple[list[Sample], lis
             [samples[i] for i in held_out if samples[i].has_outline])
 
 
+ALL_IMAGES = "all images"
+
+
+def held_out_split(card: dict) -> int | str | None:
+    """The seed of the split whose fold 0 a segmenter's card says it held out, ALL_IMAGES when it
+    held nothing out (`ml.segmenter.train --all-images`), None when the card does not say."""
+    training = card.get("training", {})
+    return ALL_IMAGES if training.get("all_images") else training.get("split_seed")
+
+
 def held_out_samples(samples: list[Sample], seed: int, cards: list[dict]) -> list[Sample]:
     """Fold 0 of the split with this seed, for measuring the segmenters these cards describe;
     SystemExit when one of them trained on those images (it held nothing out, or another split's fold)."""
     for card in cards:
-        training = card.get("training", {})
-        if training.get("all_images") or training.get("split_seed", seed) != seed:
-            held = "nothing" if training.get("all_images") else f"fold 0 of split {training['split_seed']}"
-            raise SystemExit(f"{card['name']} {card['version']} held out {held}, so it trained on fold 0 of "
+        held = held_out_split(card)
+        if held not in (seed, None):
+            what = "nothing" if held == ALL_IMAGES else f"fold 0 of split {held}"
+            raise SystemExit(f"{card['name']} {card['version']} held out {what}, so it trained on fold 0 of "
                              f"split {seed}: measure a run that held that fold out (e.g. weights/split0 for seed 0)")
     return segmenter_split(samples, seed)[1]
 

@@ -27,10 +27,10 @@ from ml.checkpoints import version_now
 from ml.datasets import load_samples
 from ml.errors import ModelUnavailable
 from ml.segmenter.build import load_carded_segmenter
-from ml.segmenter.data import segmenter_split
+from ml.segmenter.data import ALL_IMAGES, held_out_split, segmenter_split
 from ml.segmenter.evaluate import held_out_metrics
 from ml.segmenter.roi import Segmenter
-from ml.segmenter.train import finds_lesions_without_prompt, validated_fields, validation_record
+from ml.segmenter.train import measured_fields, validated_fields, validation_record
 from ml.train import compact_state
 
 log = logging.getLogger("ml.segmenter.ensemble")
@@ -58,14 +58,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def member_split_seed(card: dict) -> int | str | None:
-    """The split a member held fold 0 of out, or "all images" when it held nothing out."""
-    training = card.get("training", {})
-    return "all images" if training.get("all_images") else training.get("split_seed")
-
-
 def check_members(networks: list[Sam], cards: list[dict]) -> int | str:
-    """The split seed all members share ("all images" when none held a fold out); SystemExit
+    """The split seed all members share (ALL_IMAGES when none held a fold out); SystemExit
     naming what differs otherwise."""
     shapes = [{key: value.shape for key, value in network.state_dict().items()} for network in networks]
     if any(shape != shapes[0] for shape in shapes[1:]):
@@ -75,7 +69,7 @@ def check_members(networks: list[Sam], cards: list[dict]) -> int | str:
         for field in SHARED_FIELDS:
             if card.get(field) != first.get(field):
                 raise SystemExit(f"members differ in {field}: {first.get(field)!r} and {card.get(field)!r}")
-    seeds = {member_split_seed(card) for card in cards}
+    seeds = {held_out_split(card) for card in cards}
     if None in seeds:
         raise SystemExit("a member's card does not say which split it trained on (training.split_seed)")
     if len(seeds) > 1:
@@ -110,7 +104,7 @@ def main(argv: list[str] | None = None) -> None:
     networks = [network for models, _ in loaded for network in models]
     split_seed = check_members(networks, cards)
     samples = load_samples(args.data_root, args.modality)
-    all_images = split_seed == "all images"
+    all_images = split_seed == ALL_IMAGES
     if all_images != (args.validated_by is not None):
         raise SystemExit("members trained on every image need --validated-by (their recipe's ensemble on a "
                          "split), and only they take it: members that held a fold out are measured on it")
@@ -122,16 +116,10 @@ def main(argv: list[str] | None = None) -> None:
         measured = validated_fields(validated)
     else:
         segmenter = Segmenter.for_card(networks, cards[0])
-        metrics = held_out_metrics(segmenter, segmenter_split(samples, split_seed)[1])
-        measured = {
-            "automatic_rois": finds_lesions_without_prompt(metrics),
-            "metrics": {
-                "split": f"validation on fold 0 of the 5-fold split of seed {split_seed} grouped by "
-                "patient/near-duplicate group, which no member trained on; each member is trained on the "
-                "other four folds",
-                **metrics,
-            },
-        }
+        measured = measured_fields(
+            held_out_metrics(segmenter, segmenter_split(samples, split_seed)[1]),
+            f"validation on fold 0 of the 5-fold split of seed {split_seed} grouped by patient/near-duplicate "
+            "group, which no member trained on; each member is trained on the other four folds")
 
     args.weights_dir.mkdir(parents=True, exist_ok=True)
     weights_path = args.weights_dir / f"{name}.pt"

@@ -93,6 +93,11 @@ def validation_record(directory: Path, name: str) -> dict:
     return card
 
 
+def measured_fields(metrics: dict, split: str) -> dict:
+    """What a segmenter's card says of the held-out fold it was measured on (`split` says which)."""
+    return {"automatic_rois": finds_lesions_without_prompt(metrics), "metrics": {"split": split, **metrics}}
+
+
 def validated_fields(validated: dict) -> dict:
     """What a card of a network trained on every image takes from its recipe's validated run."""
     record = {key: validated[key] for key in ("name", "version", "sha256")}
@@ -317,15 +322,10 @@ def main(argv: list[str] | None = None) -> None:
     if validated is None:
         metrics = held_out_metrics(segmenter, validation)
         log.info("validation: %s", json.dumps(metrics))
-        measured = {
-            "automatic_rois": finds_lesions_without_prompt(metrics),
-            "metrics": {
-                "split": f"validation on fold 0 of the 5-fold split of seed {split_seed(args)} grouped by "
-                "patient/near-duplicate group (the classifier's fold 0 for that seed); the shipped network is "
-                "trained on the other four folds",
-                **metrics,
-            },
-        }
+        measured = measured_fields(
+            metrics, f"validation on fold 0 of the 5-fold split of seed {split_seed(args)} grouped by "
+            "patient/near-duplicate group (the classifier's fold 0 for that seed); the shipped network is "
+            "trained on the other four folds")
     else:
         measured = validated_fields(validated)
 
