@@ -27,7 +27,7 @@ from ml.checkpoints import add_common_arguments, resume, save_checkpoint, settin
 from ml.datasets import load_samples
 from ml.errors import ModelUnavailable
 from ml.segmenter.build import build_branet_sam_small, load_carded_segmenter
-from ml.segmenter.data import PreparedImage, lesion_boxes, prepare, segmenter_split
+from ml.segmenter.data import ALL_IMAGES, PreparedImage, held_out_split, lesion_boxes, prepare, segmenter_split
 from ml.segmenter.encoder import ENCODER_WIDTHS
 from ml.segmenter.evaluate import held_out_metrics
 from ml.segmenter.roi import AUTOMATIC_MASK_TOKENS, Segmenter, decoder_request
@@ -88,7 +88,7 @@ def validation_record(directory: Path, name: str) -> dict:
         _, card = load_carded_segmenter(directory, name)
     except ModelUnavailable as error:
         raise SystemExit(f"--validated-by {directory}: {error}") from None
-    if card["training"].get("all_images"):
+    if held_out_split(card) == ALL_IMAGES:
         raise SystemExit(f"--validated-by {directory}: that run held nothing out either")
     return card
 
@@ -303,10 +303,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     samples = load_samples(args.data_root, args.modality)
     name = SEGMENTER_MODELS[args.modality]
-    validated = validation_record(args.validated_by, name) if args.all_images else None
     if args.all_images:
+        validated = validation_record(args.validated_by, name)
         training, validation = [s for s in samples if s.has_outline], []
     else:
+        validated = None
         training, validation = segmenter_split(samples, split_seed(args))
     unknown = sorted(set(args.dataset_weights) - {s.dataset for s in training})
     if unknown:
