@@ -92,4 +92,5 @@ def test_a_tampered_weights_file_stops_the_entrypoint_with_a_clear_message(tmp_p
 @pytest.mark.parametrize("name", [".gcloudignore", ".dockerignore"])
 def test_deployment_ignores_local_state(name):
     ignored = (REPO_ROOT / name).read_text().split()
-    assert {"runs/", ".venv/", "instance/", "tests/", "weights/split0/"} <= {line.lstrip("/") for line in ignored}
+    assert {"runs/", ".venv/", "instance/", "tests/", "weights/split0/",
+            "weights/candidates/"} <= {line.lstrip("/") for line in ignored}
